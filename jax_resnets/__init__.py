@@ -1,0 +1,1 @@
+"""jax_resnets: five ResNet research studies in one functional JAX/Flax codebase."""

@@ -1,0 +1,65 @@
+"""The base config every study extends, and validation that names the bad key."""
+import ml_collections
+
+from jax_resnets.data import sources
+from jax_resnets.models import resnet
+from jax_resnets.training import parallel
+
+
+class ConfigError(ValueError):
+  """A config value is wrong; the message names the key."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.study = "classification"
+  config.seed = 0
+  config.dataset = ml_collections.ConfigDict(dict(
+      name="cifar10", synthetic=False, synthetic_seed=0, synthetic_sizes=ml_collections.FieldReference(
+          None, field_type=dict), data_dir=ml_collections.FieldReference(None, field_type=str),
+      train_split="train", eval_split="test", augment=("crop", "flip"), num_workers=0))
+  config.model = ml_collections.ConfigDict(dict(
+      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=()))
+  config.optim = ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
+      schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,
+      restart_mult=2, plateau_factor=0.1, plateau_patience=5, plateau_accumulation_steps=100))
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      keep=2, best_k=1, best_metric="eval/accuracy", best_mode="max"))
+  config.batch_size = 128
+  config.num_epochs = 1
+  config.num_train_steps = 0  # > 0 overrides num_epochs.
+  config.label_smoothing = 0.0
+  config.parallel = "shard_map"
+  config.num_devices = 0  # 0: all devices.
+  config.log_every_steps = 50
+  return config
+
+
+def _check(ok: bool, key: str, value, expected: str) -> None:
+  if not ok:
+    raise ConfigError(f"config error: {key}={value!r} ({expected})")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad value."""
+  m = config.model
+  _check(m.depth in resnet.STAGE_SIZES, "model.depth", m.depth,
+         f"must be one of {', '.join(map(str, resnet.STAGE_SIZES))}")
+  _check(m.stem in ("imagenet", "cifar"), "model.stem", m.stem, "must be 'imagenet' or 'cifar'")
+  _check(m.width > 0, "model.width", m.width, "must be positive")
+  _check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
+  names = resnet.block_names(m.depth)
+  for block in m.disabled_skips:
+    _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")
+  _check(config.dataset.name in sources.SPECS, "dataset.name", config.dataset.name,
+         f"known: {', '.join(sources.SPECS)}")
+  _check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
+  _check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")
+  _check(config.optim.schedule in ("constant", "cosine", "step", "cosine_restarts", "plateau"),
+         "optim.schedule", config.optim.schedule, "known: constant, cosine, step, cosine_restarts, plateau")
+  _check(config.optim.learning_rate > 0, "optim.learning_rate", config.optim.learning_rate, "must be positive")
+  _check(config.batch_size > 0, "batch_size", config.batch_size, "must be positive")
+  _check(config.num_epochs > 0 or config.num_train_steps > 0, "num_epochs", config.num_epochs,
+         "must be positive (or set num_train_steps)")
+  _check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")

@@ -1,0 +1,85 @@
+"""grain input pipelines over random-access sources (tfds ArrayRecord or synthetic twins).
+
+Train: slice by process -> shuffle (reseeded each epoch) -> repeat -> augment -> batch
+(drop remainder) -> optional worker processes. The iterator is a grain `DatasetIterator`,
+whose state the checkpoint manager saves, so a resumed run continues at the same example.
+Eval: no shuffle, the last batch padded to full size with `mask == 0` rows.
+"""
+import dataclasses
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from jax_resnets.data import augment, sources
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """Element -> model-ready element: augment (train only), scale, normalise."""
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augmentations: tuple[str, ...] = ()
+
+  def __call__(self, element: dict, rng: np.random.Generator | None = None) -> dict:
+    image = element["image"]
+    if rng is not None:
+      image = augment.apply(self.augmentations, image, rng)
+    image = (image.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
+    return {**element, "image": image.astype(np.float32)}
+
+
+def _preprocess(ds_cfg: ml_collections.ConfigDict, train: bool) -> Preprocess:
+  spec = sources.spec(ds_cfg)
+  return Preprocess(spec.mean, spec.std, tuple(ds_cfg.augment) if train else ())
+
+
+def _multiprocess(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  if num_workers <= 0:
+    return ds
+  return ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
+
+
+def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, seed: int,
+                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+  """Infinite, checkpointable iterator of training batches for this process."""
+  source = sources.make_source(ds_cfg, ds_cfg.train_split)
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.random_map(_preprocess(ds_cfg, train=True), seed=seed)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  return iter(_multiprocess(ds.to_iter_dataset(), ds_cfg.num_workers))
+
+
+@dataclasses.dataclass(frozen=True)
+class PadBatch:
+  """Pads a batch to `size` rows and adds `mask` (1 real, 0 padding)."""
+  size: int
+
+  def __call__(self, batch: dict) -> dict:
+    n = len(batch["image"])
+    pad = lambda x: np.concatenate([x, np.zeros((self.size - n, *x.shape[1:]), x.dtype)])
+    out = {k: pad(np.asarray(v)) for k, v in batch.items()}
+    out["mask"] = (np.arange(self.size) < n).astype(np.float32)
+    return out
+
+
+def eval_batches(ds_cfg: ml_collections.ConfigDict, split: str, local_batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Finite dataset of padded eval batches (iterate it once per evaluation)."""
+  source = sources.make_source(ds_cfg, split)
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = ds.map(_preprocess(ds_cfg, train=False))
+  return ds.batch(local_batch_size, drop_remainder=False).map(PadBatch(local_batch_size))
+
+
+def num_examples(ds_cfg: ml_collections.ConfigDict, split: str) -> int:
+  return len(sources.make_source(ds_cfg, split))
+
+
+def denormalize(images: Any, ds_cfg: ml_collections.ConfigDict) -> np.ndarray:
+  """Model-ready float images -> uint8, for image summaries."""
+  spec = sources.spec(ds_cfg)
+  x = (np.asarray(images) * np.float32(spec.std) + np.float32(spec.mean)) * 255.0
+  return np.clip(x, 0, 255).astype(np.uint8)

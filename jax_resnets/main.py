@@ -1,0 +1,52 @@
+r"""Entry point: `python -m jax_resnets.main --config=configs/<study>.py[:arg] --workdir=DIR`.
+
+Any config value can be overridden with `--config.key=value`. A bad key or value prints
+one line naming it and exits with status 2; a preempted run (SIGTERM) saves a checkpoint
+and exits with status 143; re-running the same command resumes.
+"""
+import sys
+
+from jax_resnets import xla_flags
+
+xla_flags.configure()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and results.")
+config_flags.DEFINE_config_file("config", None, "Study config file (configs/*.py[:arg]).", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Drops INFO chatter of orbax/grain/jax so the progress lines stay readable."""
+
+  def filter(self, record) -> bool:
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax", "flax"))
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def main(argv) -> int:
+  logging.get_absl_logger().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from jax_resnets import errors, studies
+  try:
+    studies.run(FLAGS.config, FLAGS.workdir)
+  except errors.Preempted as e:
+    logging.warning("preempted: %s", e)
+    return 143
+  except errors.USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+def run() -> None:
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  run()

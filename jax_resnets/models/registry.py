@@ -1,0 +1,23 @@
+"""`config.model` -> flax module. One place that knows every architecture name."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jax_resnets.models import resnet
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None):
+  """Returns the flax module described by `model_cfg` (see configs/ for the fields)."""
+  name = model_cfg.name
+  if name == "resnet":
+    return resnet.ResNet(
+        depth=model_cfg.depth, num_classes=num_classes, stem=model_cfg.stem, width=model_cfg.width,
+        disabled_skips=tuple(model_cfg.get("disabled_skips", ())), dtype=DTYPES[model_cfg.dtype],
+        bn_axis_name=bn_axis_name)
+  raise ValueError(f"model.name: unknown model {name!r} (known: resnet)")
+
+
+def parameter_count(params) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,168 @@
+"""ResNet family (He et al. 2016) in flax.linen, laid out like torchvision.
+
+Parameter paths mirror torchvision's state-dict keys with '/' for '.':
+`conv1`, `bn1`, `layer1/0/conv1`, `layer2/0/downsample/0` (conv), `downsample/1` (bn), `fc`.
+A weight converter therefore maps tensors one to one. Bottleneck blocks put the
+stride on the 3x3 conv (torchvision's "v1.5").
+"""
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+STAGE_SIZES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+
+def pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Explicit symmetric padding of a kxk window, as torch's `padding=k//2`."""
+  return ((k // 2, k // 2), (k // 2, k // 2))
+
+
+class Downsample(nn.Module):
+  """1x1 strided conv + BN on the shortcut (torchvision's `downsample.0/1`)."""
+  features: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    x = self.conv(self.features, (1, 1), (self.strides, self.strides), padding="VALID", name="0")(x)
+    return self.norm(name="1")(x)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (ResNet-18/34)."""
+  features: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  skip: bool = True
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x):
+    s = (self.strides, self.strides)
+    y = self.act(self.norm(name="bn1")(self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x)))
+    y = self.norm(name="bn2")(self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y))
+    return self.act(y + shortcut(self, x) if self.skip else y)
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand x4 (ResNet-50/101/152)."""
+  features: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  skip: bool = True
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    s = (self.strides, self.strides)
+    y = self.act(self.norm(name="bn1")(self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)))
+    y = self.act(self.norm(name="bn2")(self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y)))
+    y = self.norm(name="bn3")(self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y))
+    return self.act(y + shortcut(self, x) if self.skip else y)
+
+
+def shortcut(block: nn.Module, x: jax.Array) -> jax.Array:
+  """Identity, or the projection when the shape changes (created only if used)."""
+  out = block.features * block.expansion
+  if block.strides == 1 and x.shape[-1] == out:
+    return x
+  return Downsample(out, block.strides, block.conv, block.norm, name="downsample")(x)
+
+
+class ResLayer(nn.Module):
+  """One stage (`layerN`): blocks named "0", "1", ... as torchvision's Sequential."""
+  block: ModuleDef
+  num_blocks: int
+  features: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  disabled_skips: Sequence[int] = ()
+
+  @nn.compact
+  def __call__(self, x):
+    for j in range(self.num_blocks):
+      x = self.block(self.features, self.strides if j == 0 else 1, self.conv, self.norm,
+                     skip=j not in self.disabled_skips, name=str(j))(x)
+    return x
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """torchvision's MaxPool2d(3, stride=2, padding=1): pads with -inf."""
+  return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+
+
+class ResNet(nn.Module):
+  """ResNet-{18,34,50,101,152}.
+
+  Returns `(logits, out)`: `out["features"]` is the pooled embedding, so studies can
+  freeze, swap or stack heads. With `num_classes=0` there is no `fc` and logits is None.
+
+  Attributes:
+    depth: 18, 34, 50, 101 or 152.
+    num_classes: size of the `fc` head (0: none).
+    stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no pool).
+    width: channels of layer1 (64 in the paper); tiny widths keep tests fast.
+    disabled_skips: block names such as "layer3.0" whose residual add is removed.
+    dtype: compute dtype (params stay float32).
+    bn_axis_name: mapped axis over which BN statistics are averaged (sync BN).
+    conv: conv module class (nn.Conv, or the handmade one).
+  """
+  depth: int = 18
+  num_classes: int = 1000
+  stem: str = "imagenet"
+  width: int = 64
+  disabled_skips: Sequence[str] = ()
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  conv: ModuleDef = nn.Conv
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    x = x.astype(self.dtype)
+    if self.stem == "imagenet":
+      x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
+      x = max_pool_3x3_s2(nn.relu(norm(name="bn1")(x)))
+    elif self.stem == "cifar":
+      x = nn.relu(norm(name="bn1")(conv(self.width, (3, 3), padding=pad(3), name="conv1")(x)))
+    else:
+      raise ValueError(f"model.stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+    block = BasicBlock if self.depth < 50 else Bottleneck
+    for i, n in enumerate(STAGE_SIZES[self.depth]):
+      name = f"layer{i + 1}"
+      off = tuple(int(s.split(".")[1]) for s in self.disabled_skips if s.split(".")[0] == name)
+      x = ResLayer(block, n, self.width * 2**i, 1 if i == 0 else 2, conv, norm, off, name=name)(x)
+    features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    logits = None
+    if self.num_classes:
+      logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features).astype(jnp.float32)
+    return logits, {"features": features}
+
+
+def block_names(depth: int) -> list[str]:
+  """All block names ("layer1.0", ...) of a depth, for validating `disabled_skips`."""
+  return [f"layer{i + 1}.{j}" for i, n in enumerate(STAGE_SIZES[depth]) for j in range(n)]

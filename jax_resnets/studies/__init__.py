@@ -1,0 +1,19 @@
+"""Studies: `config.study` names the function that runs one end to end."""
+import os
+
+import ml_collections
+
+from jax_resnets import config_lib
+from jax_resnets.studies import classification
+
+STUDIES = {
+    "classification": classification.run,
+}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  if config.study not in STUDIES:
+    raise config_lib.ConfigError(f"config error: study={config.study!r} (known: {', '.join(STUDIES)})")
+  config_lib.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  return STUDIES[config.study](config, workdir)

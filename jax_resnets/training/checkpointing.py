@@ -1,0 +1,62 @@
+"""orbax checkpoints: the latest state + data-iterator position, and best-k by a metric.
+
+`DIR/checkpoints/<step>/{state,data}`: periodic, `keep` newest, what a re-run resumes from.
+`DIR/best/<step>/state`: params + batch_stats of the best `best_k` evaluations by
+`best_metric`, for evaluation and for starting later stages.
+"""
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+def _state_tree(state) -> dict:
+  return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+          "opt_state": state.opt_state}
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, cfg):
+    self.best_metric = cfg.best_metric
+    self.latest = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, create=True),
+        item_names=("state", "data"))
+    self.best = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "best"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=cfg.best_k, create=True, best_fn=lambda m: m[self.best_metric],
+            best_mode=cfg.best_mode),
+        item_names=("state",))
+
+  def save(self, step: int, state, data_iterator) -> None:
+    self.latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_state_tree(state)),
+        data=grain.checkpoint.CheckpointSave(data_iterator)))
+
+  def save_best(self, step: int, state, metrics: dict) -> None:
+    tree = {"params": state.params, "batch_stats": state.batch_stats}
+    self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), metrics=metrics)
+
+  def restore_latest(self, state, data_iterator):
+    """Returns (state, iterator) from the newest checkpoint, or the inputs if there is none."""
+    step = self.latest.latest_step()
+    if step is None:
+      return state, data_iterator
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
+    restored = self.latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract),
+        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    logging.info("Resumed from %s at step %d.", self.latest.directory, step)
+    return state.replace(**restored["state"]), restored["data"]
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
