@@ -30,6 +30,9 @@ SPECS = {
                            {"train": 50000, "test": 10000}),
     "cifar100": DatasetSpec(100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             {"train": 50000, "test": 10000}, coarse_classes=20),
+    # CelebA (aligned 178x218, resized to dataset.image_size); label = dataset.label_attribute.
+    "celeb_a": DatasetSpec(2, 64, (0.506, 0.426, 0.383), (0.311, 0.290, 0.290),
+                           {"train": 162770, "validation": 19867, "test": 19962}),
 }
 
 
@@ -41,6 +44,8 @@ def spec(ds_cfg: ml_collections.ConfigDict) -> DatasetSpec:
 
 def make_source(ds_cfg: ml_collections.ConfigDict, split: str):
   s = spec(ds_cfg)
+  if ds_cfg.synthetic and ds_cfg.name == "celeb_a":
+    return synthetic_celeba(ds_cfg, split, s)
   if ds_cfg.synthetic:
     sizes = {**s.synthetic_sizes, **dict(ds_cfg.get("synthetic_sizes") or {})}
     if split not in sizes:
@@ -50,6 +55,19 @@ def make_source(ds_cfg: ml_collections.ConfigDict, split: str):
         num_examples=sizes[split], num_classes=s.num_classes, image_size=s.image_size,
         split=split, seed=ds_cfg.synthetic_seed, coarse_classes=s.coarse_classes)
   return tfds_source(ds_cfg.name, split, ds_cfg.data_dir)
+
+
+def synthetic_celeba(ds_cfg: ml_collections.ConfigDict, split: str, s: DatasetSpec):
+  """The CelebA twin at `dataset.image_size`, labelled by `dataset.label_attribute`."""
+  sizes = {**s.synthetic_sizes, **dict(ds_cfg.get("synthetic_sizes") or {})}
+  if split not in sizes:
+    raise DataError(f"dataset split {split!r} does not exist for synthetic celeb_a (splits: {', '.join(sizes)})")
+  try:
+    return synthetic.SyntheticCelebA(
+        num_examples=sizes[split], image_size=ds_cfg.get("image_size") or s.image_size, split=split,
+        seed=ds_cfg.synthetic_seed, label_attribute=ds_cfg.get("label_attribute") or "Blond_Hair")
+  except ValueError as e:
+    raise DataError(str(e)) from e
 
 
 def tfds_source(name: str, split: str, data_dir: str | None):
