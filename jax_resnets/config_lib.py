@@ -17,7 +17,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict(dict(
       name="cifar10", synthetic=False, synthetic_seed=0, synthetic_sizes=ml_collections.FieldReference(
           None, field_type=dict), data_dir=ml_collections.FieldReference(None, field_type=str),
-      train_split="train", eval_split="test", augment=("crop", "flip"), num_workers=0))
+      train_split="train", eval_split="test", augment=("crop", "flip"), num_workers=0,
+      # 0: the dataset's own size (CelebA real 218x178 is centre-cropped and resized to it).
+      image_size=0, label_attribute="Blond_Hair",  # CelebA: the attribute used as `label`.
+      root=ml_collections.FieldReference(None, field_type=str),  # image_folder: DIR/<split>/<class>/*.
+      on_corrupt="skip",  # corrupt image: 'skip' (logged with path and count) or 'error'.
+      num_classes=0,  # > 0 overrides the class count of faces (synthetic) / image_folder.
+      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
   config.model = ml_collections.ConfigDict(dict(
       name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=()))
   config.optim = ml_collections.ConfigDict(dict(
@@ -54,6 +60,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")
   _check(config.dataset.name in sources.SPECS, "dataset.name", config.dataset.name,
          f"known: {', '.join(sources.SPECS)}")
+  d = config.dataset
+  _check(d.get("on_corrupt", "skip") in ("skip", "error"), "dataset.on_corrupt", d.get("on_corrupt"),
+         "must be 'skip' or 'error'")
+  _check(d.get("mixup_alpha", 0.0) >= 0 and d.get("cutmix_alpha", 0.0) >= 0, "dataset.mixup_alpha",
+         (d.get("mixup_alpha"), d.get("cutmix_alpha")), "mixup_alpha and cutmix_alpha must be >= 0")
+  _check(0.0 <= d.get("mix_prob", 1.0) <= 1.0, "dataset.mix_prob", d.get("mix_prob"), "must be in [0, 1]")
+  _check(d.get("image_size", 0) >= 0, "dataset.image_size", d.get("image_size"), "must be >= 0 (0: dataset default)")
   _check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
   _check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")
   _check(config.optim.schedule in ("constant", "cosine", "step", "cosine_restarts", "plateau"),

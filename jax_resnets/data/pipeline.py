@@ -1,7 +1,7 @@
 """grain input pipelines over random-access sources (tfds ArrayRecord or synthetic twins).
 
-Train: slice by process -> shuffle (reseeded each epoch) -> repeat -> augment -> batch
-(drop remainder) -> optional worker processes. The iterator is a grain `DatasetIterator`,
+Train: slice by process -> shuffle (reseeded each epoch) -> repeat -> resize + augment ->
+batch (drop remainder) -> MixUp/CutMix (if configured) -> optional worker processes. The iterator is a grain `DatasetIterator`,
 whose state the checkpoint manager saves, so a resumed run continues at the same example.
 Eval: no shuffle, the last batch padded to full size with `mask == 0` rows.
 """
@@ -17,22 +17,42 @@ from jax_resnets.data import augment, sources
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-  """Element -> model-ready element: augment (train only), scale, normalise."""
+  """Element -> model-ready element: centre-crop + resize to `image_size` (0: keep), augment
+  (train only), scale, normalise. String fields (file names) are dropped: they cannot go to
+  devices; read them from `sources.make_source(...)[id]`."""
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augmentations: tuple[str, ...] = ()
+  image_size: int = 0
 
   def __call__(self, element: dict, rng: np.random.Generator | None = None) -> dict:
     image = element["image"]
+    if self.image_size:
+      image = augment.center_crop_resize(image, self.image_size)
     if rng is not None:
       image = augment.apply(self.augmentations, image, rng)
     image = (image.astype(np.float32) / 255.0 - np.float32(self.mean)) / np.float32(self.std)
-    return {**element, "image": image.astype(np.float32)}
+    numeric = {k: v for k, v in element.items() if not isinstance(v, (str, bytes))}
+    return {**numeric, "image": image.astype(np.float32)}
 
 
 def _preprocess(ds_cfg: ml_collections.ConfigDict, train: bool) -> Preprocess:
   spec = sources.spec(ds_cfg)
-  return Preprocess(spec.mean, spec.std, tuple(ds_cfg.augment) if train else ())
+  unknown = [a for a in ds_cfg.augment if a not in augment.AUGMENTATIONS] if train else []
+  if unknown:
+    raise sources.DataError(f"dataset.augment: unknown augmentation {unknown[0]!r} "
+                            f"(known: {', '.join(augment.AUGMENTATIONS)})")
+  return Preprocess(spec.mean, spec.std, tuple(ds_cfg.augment) if train else (),
+                    ds_cfg.get("image_size") or spec.image_size)
+
+
+def mix_batch(ds_cfg: ml_collections.ConfigDict) -> augment.MixBatch | None:
+  """The configured MixUp/CutMix batch transform, or None when both alphas are 0."""
+  mixup, cutmix = ds_cfg.get("mixup_alpha") or 0.0, ds_cfg.get("cutmix_alpha") or 0.0
+  if mixup <= 0 and cutmix <= 0:
+    return None
+  prob = ds_cfg.get("mix_prob")
+  return augment.MixBatch(sources.spec(ds_cfg).num_classes, mixup, cutmix, 1.0 if prob is None else prob)
 
 
 def _multiprocess(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
@@ -49,6 +69,8 @@ def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, see
   ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds.random_map(_preprocess(ds_cfg, train=True), seed=seed)
   ds = ds.batch(local_batch_size, drop_remainder=True)
+  if (mix := mix_batch(ds_cfg)) is not None:
+    ds = ds.random_map(mix, seed=seed + 1)
   return iter(_multiprocess(ds.to_iter_dataset(), ds_cfg.num_workers))
 
 

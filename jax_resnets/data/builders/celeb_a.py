@@ -1,0 +1,88 @@
+"""CelebA (aligned and cropped) from the hand-downloaded files (never downloads).
+
+manual_dir must hold, from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html:
+  img_align_celeba/*.jpg, list_attr_celeba.txt, list_eval_partition.txt
+and optionally identity_CelebA.txt. Schema: jax_resnets/data/celeba.py (the pipeline adds
+`label` from `dataset.label_attribute` at read time). The JPEG bytes are stored unchanged.
+"""
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jax_resnets.data import builders, celeba
+from jax_resnets.data.sources import DataError
+
+_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+FILES = {
+    "img_align_celeba": "the aligned JPEGs folder from img_align_celeba.zip",
+    "list_attr_celeba.txt": "Anno/list_attr_celeba.txt",
+    "list_eval_partition.txt": "Eval/list_eval_partition.txt",
+}
+
+
+def read_attributes(path: str) -> dict:
+  """list_attr_celeba.txt -> {file name: int32[40] 0/1 in celeba.ATTRIBUTES order}."""
+  with open(path) as f:
+    lines = f.read().splitlines()
+  header = lines[1].split()
+  if sorted(header) != sorted(celeba.ATTRIBUTES):
+    raise DataError(f"{path}: line 2 must name the 40 CelebA attributes, got {len(header)} names")
+  order = [header.index(name) for name in celeba.ATTRIBUTES]
+  out = {}
+  for line in lines[2:]:
+    if line.strip():
+      name, *values = line.split()
+      out[name] = (np.asarray(values, np.int32)[order] > 0).astype(np.int32)
+  return out
+
+
+def read_pairs(path: str) -> list[tuple[str, int]]:
+  """'<file> <int>' lines (partition or identity files), in file order."""
+  with open(path) as f:
+    return [(p[0], int(p[1])) for p in (line.split() for line in f) if len(p) == 2]
+
+
+class CelebA(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Images, the 40 attributes, identity (-1 if identity_CelebA.txt is absent), official splits."""
+  name = "celeb_a"
+  VERSION = tfds.core.Version(builders.VERSION)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"Download from {_URL}: " + "; ".join(f"{k} ({v})" for k, v in FILES.items())
+  on_corrupt = "skip"
+
+  @classmethod
+  def required_files(cls) -> dict:
+    return FILES
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(builder=self, homepage=_URL, disable_shuffling=True,
+                                 features=tfds.features.FeaturesDict({
+                                     "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                                     "attributes": tfds.features.Tensor(shape=(40,), dtype=np.int32),
+                                     "identity": tfds.features.Scalar(np.int32),
+                                     "file_name": tfds.features.Text(),
+                                     "id": tfds.features.Scalar(np.int32)}))
+
+  def _split_generators(self, dl_manager):
+    root = os.fspath(dl_manager.manual_dir)
+    builders.check_files(root, FILES)
+    attributes = read_attributes(os.path.join(root, "list_attr_celeba.txt"))
+    id_path = os.path.join(root, "identity_CelebA.txt")
+    identities = dict(read_pairs(id_path)) if os.path.exists(id_path) else {}
+    partition = read_pairs(os.path.join(root, "list_eval_partition.txt"))
+    checker = builders.CorruptImages(self.on_corrupt)
+    return {split: self._generate_examples(root, [f for f, p in partition if p == code], attributes,
+                                           identities, checker)
+            for split, code in celeba.PARTITIONS.items()}
+
+  def _generate_examples(self, root, files, attributes, identities, checker):
+    index = 0
+    for name in files:
+      path = os.path.join(root, "img_align_celeba", name)
+      if name not in attributes:
+        raise DataError(f"{name} is in list_eval_partition.txt but not in list_attr_celeba.txt")
+      if not checker.ok(path):
+        continue
+      yield index, {"image": path, "attributes": attributes[name], "identity": identities.get(name, -1),
+                    "file_name": name, "id": index}
+      index += 1
