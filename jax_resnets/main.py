@@ -34,7 +34,13 @@ def main(argv) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jax_resnets import errors, studies
   try:
-    studies.run(FLAGS.config, FLAGS.workdir)
+    config = FLAGS.config
+    config.get("study")  # A config file that failed to load raises on first use.
+  except (OSError, ValueError) as e:  # config_flags defers config-file errors to first use.
+    print(f"error: {one_line(e, argv)}", file=sys.stderr)
+    return 2
+  try:
+    studies.run(config, FLAGS.workdir)
   except errors.Preempted as e:
     logging.warning("preempted: %s", e)
     return 143
@@ -44,8 +50,30 @@ def main(argv) -> int:
   return 0
 
 
+def one_line(error: BaseException, argv: list[str]) -> str:
+  """The informative part of a flag / config-loading error, on one line."""
+  text = str(error).replace("\\n", "\n")
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  if isinstance(error, (KeyError, AttributeError)):
+    key = lines[0].strip("'\"\\") if lines else "?"
+    culprit = [a for a in argv if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
+    where = f" in {culprit[0]}" if culprit else ""
+    hint = f" ({' '.join(lines[1:])})" if len(lines) > 1 else ""
+    return f"unknown config key {key!r}{where}{hint}"
+  return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with any bad flag, key, value or config file reported in one line."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError, OSError) as e:
+    print(f"error: {one_line(e, argv)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

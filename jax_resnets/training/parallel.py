@@ -46,7 +46,8 @@ class DataParallel:
 
   def replicate(self, tree):
     if self.mode == "pmap":
-      return jax.device_put_replicated(tree, self.local_devices)
+      n = len(self.local_devices)  # pmap places the stacked host copies, one per device.
+      return jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), jax.device_get(tree))
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree):

@@ -1,0 +1,16 @@
+"""Small configs shared by tests: tiny widths, small images, a handful of steps."""
+from jax_resnets import config_lib
+
+
+def tiny_config(**overrides):
+  """ResNet-18 width 4 on synthetic CIFAR-10 (64 train / 32 test), batch 16, 2 epochs."""
+  config = config_lib.base_config()
+  config.dataset.synthetic = True
+  config.dataset.synthetic_sizes = {"train": 64, "test": 32}
+  config.model.update(depth=18, stem="cifar", width=4)
+  config.optim.update(learning_rate=0.05, schedule="cosine")
+  config.batch_size = 16
+  config.num_epochs = 2
+  config.log_every_steps = 2
+  config.update(overrides)
+  return config
