@@ -1,15 +1,16 @@
 """grain input pipelines over random-access sources (tfds ArrayRecord or synthetic twins).
 
-Train: slice by process -> shuffle (reseeded each epoch) -> repeat -> resize + augment ->
-batch (drop remainder) -> MixUp/CutMix (if configured) -> optional worker processes. The iterator is a grain `DatasetIterator`,
+Train: shuffle (reseeded each epoch) -> repeat -> resize + augment -> batch (drop remainder)
+-> this process's share of each global batch -> MixUp/CutMix (if configured) -> optional worker processes. The iterator is a grain `DatasetIterator`,
 whose state the checkpoint manager saves, so a resumed run continues at the same example.
-Eval: no shuffle, the last batch padded to full size with `mask == 0` rows.
+Eval: no shuffle, a contiguous block per process padded to full batches with `mask == 0` rows.
 """
 import dataclasses
 from typing import Any
 
 import grain
 import ml_collections
+from absl import flags
 import numpy as np
 
 from jax_resnets.data import augment, sources
@@ -58,6 +59,8 @@ def mix_batch(ds_cfg: ml_collections.ConfigDict) -> augment.MixBatch | None:
 def _multiprocess(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   if num_workers <= 0:
     return ds
+  if not flags.FLAGS.is_parsed():  # grain workers read absl flags; allow use outside absl.app.
+    flags.FLAGS.mark_as_parsed()
   return ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
 
 
@@ -65,35 +68,47 @@ def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, see
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
   """Infinite, checkpointable iterator of training batches for this process."""
   source = sources.make_source(ds_cfg, ds_cfg.train_split)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = ds.shuffle(seed=seed).repeat(None)
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds.random_map(_preprocess(ds_cfg, train=True), seed=seed)
-  ds = ds.batch(local_batch_size, drop_remainder=True)
+  # Global batch b is local batches b*P .. b*P+P-1, one per process: any process count
+  # trains on exactly the global batches (and augmentations) of a single process.
+  ds = ds.batch(local_batch_size, drop_remainder=True)[process_index::process_count]
   if (mix := mix_batch(ds_cfg)) is not None:
     ds = ds.random_map(mix, seed=seed + 1)
   return iter(_multiprocess(ds.to_iter_dataset(), ds_cfg.num_workers))
 
 
-@dataclasses.dataclass(frozen=True)
-class PadBatch:
-  """Pads a batch to `size` rows and adds `mask` (1 real, 0 padding)."""
-  size: int
-
-  def __call__(self, batch: dict) -> dict:
-    n = len(batch["image"])
-    pad = lambda x: np.concatenate([x, np.zeros((self.size - n, *x.shape[1:]), x.dtype)])
-    out = {k: pad(np.asarray(v)) for k, v in batch.items()}
-    out["mask"] = (np.arange(self.size) < n).astype(np.float32)
-    return out
-
-
 def eval_batches(ds_cfg: ml_collections.ConfigDict, split: str, local_batch_size: int,
                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Finite dataset of padded eval batches (iterate it once per evaluation)."""
+  """Finite dataset of full eval batches with `mask` (iterate it once per evaluation).
+
+  Process p reads the contiguous block p of the split, padded with `mask == 0` rows so that
+  every process runs the same number of batches and the blocks concatenate in order.
+  """
   source = sources.make_source(ds_cfg, split)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = ds.map(_preprocess(ds_cfg, train=False))
-  return ds.batch(local_batch_size, drop_remainder=False).map(PadBatch(local_batch_size))
+  per_process = -(-len(source) // process_count)
+  start = min(len(source), process_index * per_process)
+  stop = min(len(source), start + per_process)
+  length = -(-per_process // local_batch_size) * local_batch_size
+  ds = grain.MapDataset.source(MaskedShard(source, start, stop, length))
+  return ds.map(_preprocess(ds_cfg, train=False)).batch(local_batch_size, drop_remainder=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedShard:
+  """Rows [start, stop) of `source` with `mask` 1, then copies of row 0 with `mask` 0 up to `length`."""
+  source: Any
+  start: int
+  stop: int
+  length: int
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __getitem__(self, index: int) -> dict:
+    real = self.start + index < self.stop
+    element = self.source[self.start + index if real else 0]
+    return {**element, "mask": np.float32(real)}
 
 
 def num_examples(ds_cfg: ml_collections.ConfigDict, split: str) -> int:
