@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(__file__))
-import data_fakes  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 from jax_resnets import config_lib
+from jax_resnets.data import fakes as data_fakes
 from jax_resnets.data import celeba, pipeline, prepare, sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -71,9 +71,9 @@ class CelebA(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registrat
     identities = dict(read_pairs(id_path)) if os.path.exists(id_path) else {}
     partition = read_pairs(os.path.join(root, "list_eval_partition.txt"))
     checker = builders.CorruptImages(self.on_corrupt)
-    return {split: self._generate_examples(root, [f for f, p in partition if p == code], attributes,
-                                           identities, checker)
-            for split, code in celeba.PARTITIONS.items()}
+    files = {split: [f for f, p in partition if p == code] for split, code in celeba.PARTITIONS.items()}
+    return {split: self._generate_examples(root, names, attributes, identities, checker)
+            for split, names in files.items() if names}  # (A subset may lack a partition.)
 
   def _generate_examples(self, root, files, attributes, identities, checker):
     index = 0

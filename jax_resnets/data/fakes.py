@@ -1,4 +1,4 @@
-"""Writers of tiny fake raw datasets in the real on-disk formats (for the data tests)."""
+"""Writers of tiny fake raw datasets in the real on-disk formats (data tests and the benchmark)."""
 import csv
 import os
 import pickle
