@@ -1,0 +1,1 @@
+"""Model compression: gradual magnitude pruning and simulated post-training quantization."""

@@ -1,0 +1,164 @@
+"""A population of K models of one config trained as ONE jitted program, vmapped over seeds.
+
+Model k uses seed `seeds[k]` for its initialisation and its data order. Every leaf of the
+`PopulationState` has a leading model axis; the train step is `jax.vmap` of a pure
+single-model step (no collectives: batch norm is per model), with the global step and the
+batch shape shared, so all models run in one XLA program. With several devices and K
+divisible by their number, the model axis is sharded over them (GSPMD splits the program).
+
+Gradual magnitude pruning (compression/pruning.py) is built in: each model has a final
+sparsity (0 = dense) and masks; masks are updated on the schedule's update steps, and
+gradients and parameters are multiplied by them, so pruned weights stay exactly zero.
+Frozen parameters (e.g. a backbone under an adapter) get `optax.set_to_zero` updates.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jax_resnets.compression import pruning
+from jax_resnets.data import pipeline
+from jax_resnets.training import optim, steps
+from jax_resnets.training.loop import NonFiniteLoss
+
+MODELS = "models"
+
+
+class PopulationState(flax.struct.PyTreeNode):
+  """Per-model training state; every leaf has a leading model axis [K, ...]."""
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  masks: Any
+  final_sparsity: jax.Array
+
+
+def trainable_labels(params, prefixes: Sequence[str]):
+  """'train' / 'frozen' per leaf: with `prefixes`, only paths starting with one of them train."""
+  def label(path, _):
+    name = pruning.path_name(path)
+    return "train" if not prefixes or any(name.startswith(p) for p in prefixes) else "frozen"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def count_trainable(params, prefixes: Sequence[str]) -> int:
+  labels = jax.tree.leaves(trainable_labels(params, prefixes))
+  return sum(int(x.size) for x, l in zip(jax.tree.leaves(params), labels) if l == "train")
+
+
+def make_optimizer(optim_cfg: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int,
+                   trainable: Sequence[str] = ()):
+  """optax chain from `config.optim` (training/optim.py); frozen params get zero updates."""
+  tx = optim.create_optimizer(optim_cfg, optim.learning_rate_schedule(optim_cfg, steps_per_epoch, total_steps))
+  if not trainable:
+    return tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               functools.partial(trainable_labels, prefixes=tuple(trainable)))
+
+
+@dataclasses.dataclass
+class Population:
+  """Compiled init / train / eval functions for populations of `model`."""
+  model: Any
+  tx: optax.GradientTransformation
+  image_shape: tuple[int, int, int]
+  prune_cfg: ml_collections.ConfigDict | None = None
+  label_smoothing: float = 0.0
+
+  def __post_init__(self):
+    self.train_step = jax.jit(jax.vmap(self._model_step, in_axes=(0, 0, None)), donate_argnums=0)
+    self._init = jax.jit(self._model_init)
+    self._logits = {}
+
+  def _model_init(self, rng, final_sparsity):
+    variables = self.model.init(rng, jnp.zeros((1, *self.image_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return PopulationState(params, variables.get("batch_stats", {}), self.tx.init(params),
+                           pruning.initial_masks(params), final_sparsity)
+
+  def init(self, seeds: Sequence[int], final_sparsity: Sequence[float]) -> PopulationState:
+    """Initialises model k from `seeds[k]` (one compiled single-model init, called K times).
+
+    Keys use the 'rbg' PRNG (XLA RngBitGenerator): compiling a ResNet init with threefry
+    took 43-72 s on the shared 2-core CPU against 15 s with rbg (BUILD_NOTES_cie.md).
+    """
+    states = [self._init(jax.random.key(int(s), impl="rbg"), jnp.float32(f))
+              for s, f in zip(seeds, final_sparsity)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+  def _model_step(self, st: PopulationState, batch: dict, step):
+    """One step of one model; `step` (shared, unbatched) = steps completed so far."""
+    masks = st.masks
+    if self.prune_cfg is not None:
+      schedule = pruning.schedule_from_config(self.prune_cfg, st.final_sparsity)
+      masks = pruning.update_masks(st.params, masks, step, schedule, self.prune_cfg.scope)
+    params = pruning.apply_masks(st.params, masks)
+
+    def loss_fn(p):
+      (logits, _), upd = self.model.apply({"params": p, "batch_stats": st.batch_stats}, batch["image"],
+                                          train=True, mutable=["batch_stats"])
+      loss = steps.cross_entropy(logits, batch["label"], self.label_smoothing).mean()
+      return loss, (logits, upd.get("batch_stats", st.batch_stats))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = self.tx.update(pruning.apply_masks(grads, masks), st.opt_state, params)
+    params = pruning.apply_masks(optax.apply_updates(params, updates), masks)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == steps.hard_labels(batch["label"]))
+    return st.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, masks=masks), {
+        "loss": loss, "accuracy": accuracy}
+
+  def logits(self, variables, images, apply_fn: Callable | None = None):
+    """[K, B, C] logits of every model (variables with a leading model axis) on shared images."""
+    apply_fn = apply_fn or self.model.apply
+    if apply_fn not in self._logits:
+      fn = lambda v, x: apply_fn(v, x, train=False)[0]
+      self._logits[apply_fn] = jax.jit(jax.vmap(fn, in_axes=(0, None)))
+    return self._logits[apply_fn](variables, images)
+
+
+def shard_models(tree, num_models: int):
+  """Places the model axis over all devices when K divides evenly (else leaves it as is)."""
+  n = jax.device_count()
+  if n == 1 or num_models % n:
+    return tree
+  sharding = NamedSharding(Mesh(np.array(jax.devices()), (MODELS,)), P(MODELS))
+  return jax.device_put(tree, sharding)
+
+
+def population_batches(ds_cfg: ml_collections.ConfigDict, batch_size: int, seeds: Sequence[int]):
+  """Infinite iterator of {'image': [K, B, H, W, C], 'label': [K, B]}: one grain stream per seed."""
+  iters = [pipeline.train_iterator(ds_cfg, batch_size, int(s)) for s in seeds]
+  while True:
+    batches = [next(it) for it in iters]
+    yield {k: np.stack([b[k] for b in batches]) for k in ("image", "label")}
+
+
+def variables_of(state: PopulationState) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def train(pop: Population, ds_cfg: ml_collections.ConfigDict, seeds: Sequence[int], final_sparsity: float,
+          total_steps: int, batch_size: int, log: Callable[[int, dict], None] | None = None,
+          log_every: int = 50) -> PopulationState:
+  """Trains len(seeds) models together for `total_steps`; `log(step, {name: [K] values})`."""
+  state = shard_models(pop.init(seeds, [final_sparsity] * len(seeds)), len(seeds))
+  batches, buffer = population_batches(ds_cfg, batch_size, seeds), []
+  for step in range(total_steps):
+    batch = shard_models(next(batches), len(seeds))
+    state, metrics = pop.train_step(state, batch, step)
+    buffer.append(metrics)
+    if log and ((step + 1) % log_every == 0 or step + 1 == total_steps):
+      host = jax.device_get(buffer)
+      mean = {f"train/{k}": np.mean([m[k] for m in host], axis=0) for k in host[0]}
+      if not all(np.isfinite(v).all() for v in mean.values()):
+        raise NonFiniteLoss(f"non-finite training loss at step {step + 1} (seeds {list(seeds)}): {mean}")
+      log(step + 1, mean)
+      buffer = []
+  return state

@@ -1,0 +1,107 @@
+"""Gradual magnitude pruning: schedule, masks through training, achieved sparsity."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jax_resnets import config_lib
+from jax_resnets.compression import pruning
+from jax_resnets.models import registry
+from jax_resnets.training import population
+
+
+def test_schedule_begin_middle_end():
+  s = pruning.Schedule(final_sparsity=0.9, begin_step=100, end_step=300, frequency=50, initial_sparsity=0.1)
+  zhu_gupta = lambda t: 0.9 + (0.1 - 0.9) * (1 - (t - 100) / 200) ** 3
+  np.testing.assert_allclose(float(s.sparsity(100)), 0.1, atol=1e-6)
+  np.testing.assert_allclose(float(s.sparsity(200)), zhu_gupta(200), atol=1e-6)  # 0.8
+  np.testing.assert_allclose(float(s.sparsity(300)), 0.9, atol=1e-6)
+  np.testing.assert_allclose(float(s.sparsity(0)), 0.1, atol=1e-6)  # Before: initial.
+  np.testing.assert_allclose(float(s.sparsity(10_000)), 0.9, atol=1e-6)  # After: final.
+  updates = [t for t in range(0, 400) if bool(s.is_update_step(t))]
+  assert updates == [100, 150, 200, 250, 300]
+
+
+def resnet_params(width=8):
+  """ResNet-18 parameter shapes (jax.eval_shape, no compile) filled with N(0, 1) weights, BN scale 1."""
+  cfg = config_lib.base_config().model
+  cfg.width = width
+  model = registry.build_model(cfg, 2)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  rng = np.random.default_rng(0)
+  fill = lambda path, s: (np.ones(s.shape, np.float32) if pruning.path_name(path).endswith("scale")
+                          else rng.normal(size=s.shape).astype(np.float32))
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.mark.parametrize("scope", pruning.SCOPES)
+def test_achieved_sparsity_within_one_percent(scope):
+  params = resnet_params()
+  masks_fn = jax.jit(pruning.magnitude_masks, static_argnames="scope")
+  for target in (0.3, 0.5, 0.7, 0.9, 0.95, 0.99):
+    pruned = pruning.apply_masks(params, masks_fn(params, target, scope=scope))
+    report = pruning.sparsity_report(pruned)
+    assert abs(report["overall"] - target) < 0.01, (scope, target, report["overall"])
+    if scope == "per_tensor":
+      for name, s in report["per_tensor"].items():
+        assert abs(s - target) < 0.01 or np.prod(pruning_shape(params, name)) < 100, (name, s)
+    # Biases and batch-norm never pruned.
+    assert np.all(np.asarray(pruned["fc"]["bias"]) == np.asarray(params["fc"]["bias"]))
+    assert np.all(np.asarray(pruned["bn1"]["scale"]) == 1.0)
+
+
+def pruning_shape(params, name):
+  node = params
+  for k in name.split("/"):
+    node = node[k]
+  return node.shape
+
+
+def test_global_scope_prunes_smallest_magnitudes_overall():
+  params = {"a": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]])}, "b": {"kernel": jnp.array([[0.5, 5.0]]),
+                                                                   "bias": jnp.array([0.0, 0.1])}}
+  masks = pruning.magnitude_masks(params, 0.5, "global")
+  np.testing.assert_array_equal(masks["a"]["kernel"], [[False, False], [True, True]])
+  np.testing.assert_array_equal(masks["b"]["kernel"], [[False, True]])
+  assert masks["b"]["bias"].shape == ()
+
+
+class TinyNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(8, (3, 3), use_bias=False)(x)))
+    x = nn.Dense(16)(x.mean(axis=(1, 2)))
+    return nn.Dense(2)(nn.relu(x)), {}
+
+
+def test_masks_keep_pruned_weights_zero_through_training():
+  prune_cfg = ml_collections.ConfigDict(dict(begin_step=2, end_step=10, frequency=2, scope="per_tensor"))
+  pop = population.Population(TinyNet(), optax.sgd(0.1, momentum=0.9), (8, 8, 3), prune_cfg)
+  state = pop.init([0, 1], [0.8, 0.5])
+  rng = np.random.default_rng(0)
+  ever_pruned = None
+  for step in range(16):
+    batch = {"image": rng.normal(size=(2, 16, 8, 8, 3)).astype(np.float32),
+             "label": rng.integers(0, 2, (2, 16)).astype(np.int32)}
+    state, metrics = pop.train_step(state, batch, step)
+    masks = jax.device_get(state.masks)
+    params = jax.device_get(state.params)
+    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
+      m = m.reshape(m.shape + (1,) * (p.ndim - m.ndim))  # Unpruned leaves: one scalar per model.
+      assert np.all(np.where(m, 0.0, p) == 0.0)  # Every masked weight is exactly zero.
+    pruned = [~np.asarray(m) for m in jax.tree.leaves(masks)]
+    if ever_pruned is not None:  # Pruned weights never come back (sparsity is monotone).
+      assert all(np.all(now[before]) for now, before in zip(pruned, ever_pruned))
+    ever_pruned = pruned
+  assert np.all(np.isfinite(metrics["loss"]))
+  for k, target in enumerate((0.8, 0.5)):
+    report = pruning.sparsity_report(jax.tree.map(lambda x: x[k], jax.device_get(state.params)))
+    assert abs(report["overall"] - target) < 0.01
+    assert set(report["per_tensor"]) == {"Conv_0/kernel", "Dense_0/kernel", "Dense_1/kernel"}
+  # Biases and BN are never masked (one scalar True per model) and do train.
+  assert np.all(np.asarray(state.masks["Dense_0"]["bias"])) and state.masks["Dense_0"]["bias"].shape == (2,)
+  assert np.all(np.asarray(state.masks["BatchNorm_0"]["scale"]))
+  assert np.any(np.asarray(state.params["Dense_0"]["bias"]) != 0)
