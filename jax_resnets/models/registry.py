@@ -1,11 +1,14 @@
 """`config.model` -> flax module. One place that knows every architecture name."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jax_resnets.models import resnet
+from jax_resnets.models import handmade_conv, resnet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# model.conv: "xla" = nn.Conv (lax.conv_general_dilated); "handmade" = im2col + one matmul.
+CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv}
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None):
@@ -15,7 +18,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_
     return resnet.ResNet(
         depth=model_cfg.depth, num_classes=num_classes, stem=model_cfg.stem, width=model_cfg.width,
         disabled_skips=tuple(model_cfg.get("disabled_skips", ())), dtype=DTYPES[model_cfg.dtype],
-        bn_axis_name=bn_axis_name)
+        bn_axis_name=bn_axis_name, conv=CONVS[model_cfg.get("conv", "xla")])
   raise ValueError(f"model.name: unknown model {name!r} (known: resnet)")
 
 
