@@ -72,9 +72,10 @@ def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, see
   ds = ds.random_map(_preprocess(ds_cfg, train=True), seed=seed)
   # Global batch b is local batches b*P .. b*P+P-1, one per process: any process count
   # trains on exactly the global batches (and augmentations) of a single process.
-  ds = ds.batch(local_batch_size, drop_remainder=True)[process_index::process_count]
-  if (mix := mix_batch(ds_cfg)) is not None:
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  if (mix := mix_batch(ds_cfg)) is not None:  # Before the slice: keyed by the global position.
     ds = ds.random_map(mix, seed=seed + 1)
+  ds = ds[process_index::process_count]
   return iter(_multiprocess(ds.to_iter_dataset(), ds_cfg.num_workers))
 
 
