@@ -1,0 +1,1 @@
+"""Evaluation beyond accuracy: compression-identified exemplars and subgroup audits."""
