@@ -39,6 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.parallel = "shard_map"
   config.num_devices = 0  # 0: all devices.
   config.log_every_steps = 50
+  # Transfer learning (models/torchvision_import.py, training/freeze.py): initial weights
+  # (torchvision .pth/.safetensors or orbax dir; None: random) and what trains.
+  config.init = ml_collections.ConfigDict(dict(checkpoint=ml_collections.FieldReference(None, field_type=str)))
+  config.freeze = "full"  # full | head_only | final_block | "layer3.35,layer4,fc" (trainable prefixes)
   return config
 
 

@@ -17,7 +17,8 @@ from absl import logging
 
 from jax_resnets import models
 from jax_resnets.data import pipeline, sources
-from jax_resnets.training import checkpointing, optim, parallel, preemption, steps, summary
+from jax_resnets.models import torchvision_import
+from jax_resnets.training import checkpointing, freeze, optim, parallel, preemption, steps, summary
 from jax_resnets.training.state import TrainState, create_train_state
 
 
@@ -64,12 +65,23 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config.optim, schedule)
   state = create_train_state(jax.random.key(config.seed), model, image_shape(config.dataset), tx)
+  state = init_and_freeze(config, state)
   train_iter = pipeline.train_iterator(config.dataset, config.batch_size // jax.process_count(),
                                        config.seed, jax.process_index(), jax.process_count())
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint)
   state, train_iter = ckpt.restore_latest(state, train_iter)
   return Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
              steps_per_epoch, total_steps)
+
+
+def init_and_freeze(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
+  """`config.init.checkpoint` weights (if any) and `config.freeze` (default: all trainable)."""
+  if config.get("init") and config.init.get("checkpoint"):
+    state = torchvision_import.init_from_checkpoint(state, config.init.checkpoint, config.model)
+  state = freeze.apply_to_state(state, config.get("freeze", "full"))
+  trainable, total = freeze.param_counts(state.params, config.get("freeze", "full"))
+  logging.info("Parameters: %d trainable of %d (freeze=%s).", trainable, total, config.get("freeze", "full"))
+  return state
 
 
 def evaluate(run: Run, state, split: str) -> tuple[dict, np.ndarray]:
@@ -185,6 +197,8 @@ def finish(run: Run, state, last: dict, start: int, wall: float) -> dict:
       "wall_time_s": wall,
       "steps_per_sec": steps_run / wall if steps_run else None,
       "num_params": models.parameter_count(run.dp.unreplicate(state).params),
+      "trainable_params": freeze.param_counts(run.dp.unreplicate(state).params,
+                                              run.config.get("freeze", "full"))[0],
       "config": run.config.to_dict(),
   }
   if jax.process_index() == 0:

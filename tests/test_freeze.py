@@ -1,0 +1,81 @@
+"""Freeze modes: frozen params and BN statistics bit-identical after training steps."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jax_resnets import config_lib
+from jax_resnets.training import freeze, loop
+
+WIDTH = 4
+
+
+def small_config(mode):
+  config = config_lib.base_config()
+  config.dataset.synthetic = True
+  config.dataset.synthetic_sizes = {"train": 64, "test": 16}
+  config.dataset.augment = ()
+  config.model.update(depth=18, stem="cifar", width=WIDTH)
+  config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.1, schedule="constant")
+  config.batch_size = 16
+  config.freeze = mode
+  return config
+
+
+def flat(tree):
+  return {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def train_steps(mode, tmp_path, n=3):
+  run = loop.build(small_config(mode), str(tmp_path))
+  before = jax.device_get(run.state.replace(opt_state=None))  # The step donates its input.
+  state = run.dp.replicate(run.state)
+  for _ in range(n):
+    state, _ = run.dp.train_step(state, run.dp.shard(next(run.train_iter)))
+  return run, before, run.dp.unreplicate(state)
+
+
+@pytest.mark.parametrize("mode,trainable_roots", [
+    ("head_only", ("fc",)),
+    ("final_block", ("layer4", "fc")),
+    ("layer3.1,fc", ("layer3/1", "fc")),
+])
+def test_frozen_parameters_and_statistics_bit_identical(mode, trainable_roots, tmp_path):
+  """Weight decay 0.1 and momentum: any leak of an update into a frozen leaf shows."""
+  run, before, after = train_steps(mode, tmp_path)
+  is_trainable = lambda k: any(k.startswith(r + "/") for r in trainable_roots)
+  for collection in ("params", "batch_stats"):
+    old, new = flat(getattr(before, collection)), flat(getattr(after, collection))
+    for k in old:
+      if is_trainable(k):
+        assert not np.array_equal(old[k], new[k]), f"{collection} {k} should train in mode {mode}"
+      else:
+        assert np.array_equal(old[k], new[k]), f"{collection} {k} changed although frozen in mode {mode}"
+  if mode == "head_only":  # Frozen BN runs on running statistics: train == eval features.
+    x = jnp.asarray(next(run.train_iter)["image"])
+    variables = {"params": after.params, "batch_stats": after.batch_stats}
+    (_, train_out), _ = run.state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+    _, eval_out = run.state.apply_fn(variables, x, train=False)
+    np.testing.assert_array_equal(np.asarray(train_out["features"]), np.asarray(eval_out["features"]))
+
+
+def test_full_mode_changes_nothing():
+  state = loop.TrainState(step=0, params={"fc": {"bias": jnp.zeros(3)}}, batch_stats={}, opt_state=(),
+                          apply_fn=print, tx=optax.sgd(0.1))
+  assert freeze.apply_to_state(state, "full") is state
+
+
+def test_param_counts_and_bad_prefix():
+  params = {"conv1": {"kernel": jnp.zeros((3, 3, 3, 4))}, "layer3": {"10": {"conv1": {"kernel": jnp.zeros(5)}},
+                                                                     "1": {"conv1": {"kernel": jnp.zeros(7)}}},
+            "fc": {"kernel": jnp.zeros((4, 10)), "bias": jnp.zeros(10)}}
+  assert freeze.param_counts(params, "head_only") == (50, 50 + 108 + 12)
+  assert freeze.param_counts(params, "layer3.1") == (7, 170)  # Not layer3.10.
+  assert freeze.param_counts(params, ["layer3/10", "fc"]) == (55, 170)
+  assert freeze.param_counts(params, "full") == (170, 170)
+  with pytest.raises(config_lib.ConfigError, match="'layer5' matches no parameter"):
+    freeze.check(params, "layer5,fc")
+  mask = freeze.trainable_mask(params, "final_block")
+  assert mask["fc"]["kernel"] and not mask["layer3"]["1"]["conv1"]["kernel"]
