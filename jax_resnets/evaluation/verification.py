@@ -140,6 +140,6 @@ def pair_metrics(scores: np.ndarray, truth_ids: np.ndarray) -> dict:
   genuine = pair_labels(scores.shape[1], truth_ids)
   present = np.isfinite(scores)
   fpr, tpr, _ = roc_curve(scores[present], genuine[present])
-  return {"roc_auc": auc(fpr, tpr), "eer": equal_error_rate(fpr, tpr), "tar@far=1e-3": tar_at_far(fpr, tpr, 1e-3),
-          "tar@far=1e-4": tar_at_far(fpr, tpr, 1e-4), "num_pairs": int(present.sum()),
+  return {"roc_auc": auc(fpr, tpr), "eer": equal_error_rate(fpr, tpr), "tar_at_far_1e-3": tar_at_far(fpr, tpr, 1e-3),
+          "tar_at_far_1e-4": tar_at_far(fpr, tpr, 1e-4), "num_pairs": int(present.sum()),
           "num_genuine_pairs": int(genuine[present].sum())}

@@ -4,10 +4,11 @@ import os
 import ml_collections
 
 from jax_resnets import config_lib
-from jax_resnets.studies import classification
+from jax_resnets.studies import classification, faces
 
 STUDIES = {
     "classification": classification.run,
+    "faces": faces.run,
 }
 
 

@@ -1,0 +1,419 @@
+"""Face classification and open-set verification (VGGFace2 subset, 11-785 HW2P2 layout).
+
+One training run of a `FaceNet` (or ResNet) with the losses of `config.loss` (softmax CE
+with label smoothing, ArcFace, CosFace, + center loss, + batch-hard triplet), evaluated
+every epoch on the classification dev split and/or the verification dev split; training
+stops early when `faces.early_stopping_metric` has not improved for `faces.patience`
+epochs and the best checkpoint (orbax, DIR/best) is the one used afterwards. Then, by
+`faces.task`:
+  classification: test-split predictions -> classification_submission.csv (id,label)
+  verification:   threshold chosen on unknown_dev (or `faces.threshold`), unknown_test
+                  predictions -> verification_submission.csv (id,label; n000000 = no match)
+  both:           the two in sequence, from the same best checkpoint.
+Writes report.md, results.json and TensorBoard events; resumable like `training.loop`.
+
+The per-device train step is study-specific (metric losses need the embedding, and the
+center-loss centers are non-trainable state kept in `batch_stats` so they are
+checkpointed and replicated); like `training.steps` it pmean's over the `batch` axis
+and runs through `DataParallel.map`.
+"""
+import csv
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax import lax
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
+
+from jax_resnets import config_lib, models
+from jax_resnets.data import pipeline, sources
+from jax_resnets.evaluation import verification
+from jax_resnets.training import checkpointing, face_losses, loop, optim, parallel, preemption, summary
+from jax_resnets.training.state import create_train_state
+from jax_resnets.training.steps import AXIS
+
+TASKS = ("classification", "verification", "both")
+CENTERS = "center_loss_centers"  # batch_stats entry holding the center-loss centers.
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`config.faces`: task, splits, early stopping, verification settings."""
+  return ml_collections.ConfigDict(dict(
+      task="both", dev_split="dev", test_split="test", known_split="known", unknown_dev_split="unknown_dev",
+      unknown_test_split="unknown_test", early_stopping_metric="", early_stopping_mode="max", patience=5,
+      gallery="mean", threshold=ml_collections.FieldReference(None, field_type=float), chunk_size=1024))
+
+
+def stopping_metric(config) -> str:
+  """The validation metric that drives early stopping and the best checkpoint."""
+  if config.faces.early_stopping_metric:
+    return config.faces.early_stopping_metric
+  return "dev/accuracy" if config.faces.task == "classification" else "verification/accuracy"
+
+
+def check_config(config) -> None:
+  f, loss = config.faces, config.loss
+  bad = lambda key, value, why: config_lib.ConfigError(f"config error: {key}={value!r} ({why})")
+  if f.task not in TASKS:
+    raise bad("faces.task", f.task, f"known: {', '.join(TASKS)}")
+  if f.gallery not in verification.MODES:
+    raise bad("faces.gallery", f.gallery, f"known: {', '.join(verification.MODES)}")
+  if loss.classifier not in face_losses.CLASSIFIERS:
+    raise bad("loss.classifier", loss.classifier, f"known: {', '.join(face_losses.CLASSIFIERS)}")
+  if loss.classifier in ("arcface", "cosface") and config.model.get("head") != "cosine":
+    raise bad("model.head", config.model.get("head"), f"loss.classifier={loss.classifier} needs head='cosine'")
+  if loss.classifier == "none" and not (loss.center_weight or loss.triplet_weight):
+    raise bad("loss.classifier", "none", "needs loss.center_weight or loss.triplet_weight > 0")
+  if (config.dataset.mixup_alpha or config.dataset.cutmix_alpha) and (
+      loss.classifier != "softmax" or loss.center_weight or loss.triplet_weight):
+    raise bad("dataset.mixup_alpha", config.dataset.mixup_alpha, "MixUp/CutMix only with the plain softmax loss")
+  if f.early_stopping_mode not in ("min", "max") or f.patience < 1:
+    raise bad("faces.patience", (f.patience, f.early_stopping_mode), "patience >= 1, mode 'min' or 'max'")
+
+
+# ---------------------------------------------------------------- per-device steps
+
+
+def split_centers(batch_stats) -> tuple[dict, jax.Array | None]:
+  stats = dict(batch_stats)
+  return stats, stats.pop(CENTERS, None)
+
+
+def train_step(state, batch: dict, loss_cfg, seed: int):
+  """One step on this device's shard: face loss, grads/BN stats/centers averaged over `batch`."""
+  rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step), lax.axis_index(AXIS))
+  stats, centers = split_centers(state.batch_stats)
+  labels = batch["label"]
+
+  def loss_fn(params):
+    (logits, out), updates = state.apply_fn({"params": params, "batch_stats": stats}, batch["image"], train=True,
+                                            mutable=["batch_stats"], rngs={"dropout": rng})
+    loss, parts = face_losses.total_loss(loss_cfg, logits, out["features"], labels, centers)
+    return loss, (logits, out["features"], updates["batch_stats"], parts)
+
+  (loss, (logits, features, new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads, new_stats, loss, parts = lax.pmean((grads, new_stats, loss, parts), AXIS)
+  if centers is not None:  # Sums over the global batch: N devices update as one would.
+    diff_sum, counts = lax.psum(face_losses.center_update_terms(features, labels, centers), AXIS)
+    new_stats[CENTERS] = face_losses.update_centers(centers, diff_sum, counts, loss_cfg.center_alpha)
+  new_state = state.apply_gradients(grads, new_stats, value=loss)
+  metrics = {"loss": loss, **parts}
+  if logits is not None:
+    metrics["accuracy"] = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), AXIS)
+  return new_state, metrics
+
+
+def eval_step(state, batch: dict):
+  """(psum'd accuracy sums over labelled real rows, (logits, embeddings) of this shard)."""
+  stats, _ = split_centers(state.batch_stats)
+  logits, out = state.apply_fn({"params": state.params, "batch_stats": stats}, batch["image"], train=False)
+  valid = batch["mask"] * (batch["label"] >= 0)
+  sums = {"accuracy": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * valid), "count": jnp.sum(valid)}
+  return lax.psum(sums, AXIS), (logits, out["features"])
+
+
+def compile_steps(dp: parallel.DataParallel, config) -> parallel.DataParallel:
+  dp.train_step = dp.map(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed), (P(), P()),
+                         donate_state=True)
+  dp.eval_step = dp.map(eval_step, (P(), (P(AXIS), P(AXIS))))
+  return dp
+
+
+# ---------------------------------------------------------------- building
+
+
+def build(config, workdir: str) -> loop.Run:
+  """Model, optimizer (+ centers), data, checkpoints (best by the stopping metric); resumes."""
+  devices = jax.devices()[:config.num_devices] if config.num_devices else None
+  dp = compile_steps(parallel.DataParallel(config.parallel, devices), config)
+  if config.batch_size % dp.num_devices:
+    raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} is not divisible by "
+                                 f"the {dp.num_devices} devices")
+  num_classes = sources.spec(config.dataset).num_classes
+  model = models.build_model(config.model, num_classes, bn_axis_name=AXIS)
+  steps_per_epoch = pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size
+  if steps_per_epoch == 0:
+    raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} is larger than the training split")
+  total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
+  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
+  state = create_train_state(jax.random.key(config.seed), model, loop.image_shape(config.dataset),
+                             optim.create_optimizer(config.optim, schedule))
+  if config.loss.center_weight:
+    dim = jax.eval_shape(lambda: model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                             jnp.zeros((1, *loop.image_shape(config.dataset)))))[1]["features"].shape[-1]
+    state = state.replace(batch_stats={**state.batch_stats, CENTERS: jnp.zeros((num_classes, dim), jnp.float32)})
+  train_iter = pipeline.train_iterator(config.dataset, config.batch_size // jax.process_count(), config.seed,
+                                       jax.process_index(), jax.process_count())
+  ckpt_cfg = ml_collections.ConfigDict(config.checkpoint.to_dict())
+  ckpt_cfg.update(best_metric=stopping_metric(config), best_mode=config.faces.early_stopping_mode, best_k=1)
+  ckpt = checkpointing.Checkpointer(workdir, ckpt_cfg)
+  state, train_iter = ckpt.restore_latest(state, train_iter)
+  return loop.Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
+                  steps_per_epoch, total_steps)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def embed(run: loop.Run, state, split: str) -> dict:
+  """Logits, embeddings and labels of every example of `split` (in order), + labelled accuracy."""
+  outs, totals = {"logits": [], "features": [], "label": [], "mask": []}, {}
+  for batch in pipeline.eval_batches(run.config.dataset, split, run.local_batch_size,
+                                     jax.process_index(), jax.process_count()):
+    sums, (logits, features) = run.dp.eval_step(state, run.dp.shard(batch))
+    for k, v in run.dp.host_metrics(sums).items():
+      totals[k] = totals.get(k, 0.0) + v
+    outs["logits"].append(run.dp.host_sharded(logits))
+    outs["features"].append(run.dp.host_sharded(features))
+    outs["label"].append(batch["label"])
+    outs["mask"].append(batch["mask"])
+  outs = {k: np.concatenate(v) for k, v in outs.items()}
+  if jax.process_count() > 1:  # Each process holds one contiguous block of the split.
+    outs = multihost_utils.process_allgather(outs, tiled=True)
+  real = outs.pop("mask") > 0
+  outs = {k: v[real] for k, v in outs.items()}
+  outs["accuracy"] = totals["accuracy"] / totals["count"] if totals["count"] else float("nan")
+  return outs
+
+
+def strings(ds_cfg, split: str, key: str) -> list[str]:
+  """A string field ('file_name', 'identity') of every example: the pipeline drops strings."""
+  source = sources.make_source(ds_cfg, split)
+  return [str(source[i][key]) for i in range(len(source))]
+
+
+def identity_names(ds_cfg, split: str, labels: np.ndarray) -> list[str]:
+  """names[label] for the gallery split (label = index among the known identities)."""
+  names = {}
+  for label, name in zip(labels, strings(ds_cfg, split, "identity")):
+    names.setdefault(int(label), name)
+  return [names.get(k, f"identity_{k}") for k in range(int(labels.max()) + 1)]
+
+
+def match(config, known: dict, unknown: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(identity scores [N, K], best identity index [N], best similarity [N])."""
+  k = int(known["label"].max()) + 1
+  vectors, ids = verification.gallery(known["features"], known["label"], k, config.faces.gallery)
+  scores = verification.identity_scores(unknown["features"], vectors, ids, k, config.faces.chunk_size)
+  best, similarity = verification.best_match(scores)
+  return scores, best, similarity
+
+
+def verify_dev(run: loop.Run, state) -> tuple[dict, dict]:
+  """Dev verification: threshold (chosen, or given), accuracy and pair metrics; + gallery data."""
+  cfg = run.config
+  known, dev = embed(run, state, cfg.faces.known_split), embed(run, state, cfg.faces.unknown_dev_split)
+  names = identity_names(cfg.dataset, cfg.faces.known_split, known["label"])
+  truth = strings(cfg.dataset, cfg.faces.unknown_dev_split, "identity")
+  scores, best, similarity = match(cfg, known, dev)
+  best_names = np.asarray(names, dtype=object)[best]
+  threshold, chosen_accuracy = verification.choose_threshold(best_names, similarity, truth)
+  if cfg.faces.threshold is not None:
+    threshold = cfg.faces.threshold
+  accuracy = verification.verification_accuracy(verification.predict(best, similarity, names, threshold), truth)
+  metrics = {"verification/accuracy": accuracy, "verification/threshold": threshold,
+             "verification/accuracy_at_chosen_threshold": chosen_accuracy,
+             "verification/no_match_fraction": float(np.mean(np.asarray(truth) == verification.NO_MATCH)),
+             **{f"verification/{k}": v for k, v in verification.pair_metrics(scores, dev["label"]).items()}}
+  return metrics, {"known": known, "names": names, "threshold": threshold}
+
+
+def validate(run: loop.Run, state) -> dict:
+  """The per-epoch validation metrics of the task."""
+  metrics = {}
+  if run.config.faces.task in ("classification", "both"):
+    metrics["dev/accuracy"] = embed(run, state, run.config.faces.dev_split)["accuracy"]
+  if run.config.faces.task in ("verification", "both"):
+    metrics.update(verify_dev(run, state)[0])
+  return metrics
+
+
+# ---------------------------------------------------------------- training with early stopping
+
+
+class EarlyStopping:
+  """Patience on a validation metric; its state lives in DIR/early_stopping.json (resumable)."""
+
+  def __init__(self, workdir: str, metric: str, mode: str, patience: int):
+    self.path, self.metric, self.mode, self.patience = os.path.join(workdir, "early_stopping.json"), metric, mode, patience
+    self.state = {"best": None, "best_step": None, "bad_epochs": 0, "stopped_at": None}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.state = json.load(f)
+
+  def improved(self, value: float) -> bool:
+    best = self.state["best"]
+    return best is None or (value > best if self.mode == "max" else value < best)
+
+  def update(self, step: int, metrics: dict) -> bool:
+    """Records this evaluation; True when training should stop."""
+    value = metrics[self.metric]
+    if self.improved(value):
+      self.state.update(best=value, best_step=step, bad_epochs=0)
+    else:
+      self.state["bad_epochs"] += 1
+    if self.state["bad_epochs"] >= self.patience:
+      self.state["stopped_at"] = step
+    if jax.process_index() == 0:
+      with open(self.path, "w") as f:
+        json.dump(self.state, f)
+    return self.state["stopped_at"] is not None
+
+
+def end_of_epoch(run: loop.Run, state, step: int, meter: loop.Meter, stopper: EarlyStopping) -> tuple[dict, bool]:
+  train = meter.flush(step) if meter.buffer else {}
+  metrics = validate(run, state)
+  run.writer.scalars(step, metrics)
+  logging.info("epoch %d: %s", step // run.steps_per_epoch, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+  host_state = run.dp.unreplicate(state)
+  run.ckpt.save_best(step, host_state, metrics)
+  run.ckpt.save(step, host_state, run.train_iter)
+  run.ckpt.wait()  # The stopping state below must never run ahead of the checkpoints.
+  return {**train, **metrics}, stopper.update(step, metrics)
+
+
+def train(run: loop.Run, stopper: EarlyStopping) -> dict:
+  """Steps until total_steps or early stop; returns the last epoch's metrics."""
+  start, last = int(run.state.step), {}
+  if stopper.state["stopped_at"] is not None:
+    return last
+  state, meter = run.dp.replicate(run.state), loop.Meter(run, start)
+  for step in range(start + 1, run.total_steps + 1):
+    state, metrics = run.dp.train_step(state, run.dp.shard(next(run.train_iter)))
+    meter.add(metrics)
+    if meter.t0 is None:  # Exclude compilation from throughput.
+      jax.block_until_ready(metrics)
+      meter.t0, meter.step0, meter.buffer = time.time(), step, []
+    run.state = state
+    if step % run.steps_per_epoch == 0 or step == run.total_steps:
+      last, stop = end_of_epoch(run, state, step, meter, stopper)
+      if stop:
+        logging.info("early stop at step %d: %s did not improve for %d epochs", step, stopper.metric, stopper.patience)
+        break
+    elif step % run.config.log_every_steps == 0 and meter.buffer:
+      meter.flush(step)
+    if preemption.stop_requested() and step < run.total_steps:
+      run.ckpt.save(step, run.dp.unreplicate(state), run.train_iter)
+      run.ckpt.wait()
+      raise preemption.Preempted(f"stopped at step {step}; checkpoint saved in {run.workdir}/checkpoints; "
+                                 "re-run the same command to resume")
+  return last
+
+
+def restore_best(run: loop.Run):
+  """The train state with the params/batch_stats of the best evaluation (replicated)."""
+  step = run.ckpt.best.best_step()
+  state = jax.device_get(run.dp.unreplicate(run.state))
+  if step is None:
+    return run.dp.replicate(state)
+  tree = {"params": state.params, "batch_stats": state.batch_stats}
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  restored = run.ckpt.best.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  logging.info("Using the best checkpoint: step %d.", step)
+  return run.dp.replicate(state.replace(**restored["state"]))
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_csv(path: str, rows) -> None:
+  """Kaggle submission: header `id,label`, one (image file name, label) row per image."""
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["id", "label"])
+    writer.writerows(rows)
+
+
+def classify(run: loop.Run, state) -> dict:
+  """Dev accuracy and test-split predictions -> classification_submission.csv."""
+  cfg = run.config
+  dev, test = embed(run, state, cfg.faces.dev_split), embed(run, state, cfg.faces.test_split)
+  predicted = np.argmax(test["logits"], -1)
+  files = strings(cfg.dataset, cfg.faces.test_split, "file_name")
+  if jax.process_index() == 0:
+    write_csv(os.path.join(run.workdir, "classification_submission.csv"), zip(files, predicted.tolist()))
+  return {"dev/accuracy": dev["accuracy"], "test/accuracy_if_labelled": test["accuracy"],
+          "test/num_images": len(files)}
+
+
+def verify(run: loop.Run, state) -> dict:
+  """Dev metrics (threshold chosen there) and unknown_test predictions -> verification_submission.csv."""
+  cfg = run.config
+  metrics, gallery = verify_dev(run, state)
+  test = embed(run, state, cfg.faces.unknown_test_split)
+  _, best, similarity = match(cfg, gallery["known"], test)
+  predicted = verification.predict(best, similarity, gallery["names"], gallery["threshold"])
+  files = strings(cfg.dataset, cfg.faces.unknown_test_split, "file_name")
+  if jax.process_index() == 0:
+    write_csv(os.path.join(run.workdir, "verification_submission.csv"), zip(files, predicted.tolist()))
+  metrics["verification/test_no_match_fraction"] = float(np.mean(predicted == verification.NO_MATCH))
+  return metrics
+
+
+def chance_levels(config, metrics: dict) -> dict:
+  """What guessing scores: 1/classes for classification; for verification the better of
+  'everyone is n000000' and 'nobody is' (the latter can at best be right on matched images)."""
+  out = {"dev/accuracy": 1.0 / sources.spec(config.dataset).num_classes}
+  if "verification/no_match_fraction" in metrics:
+    f = metrics["verification/no_match_fraction"]
+    out["verification/accuracy"] = max(f, 1.0 - f)
+  return out
+
+
+def write_report(workdir: str, results: dict) -> None:
+  cfg, final = results["config"], results["final"]
+  chance = results["chance"]
+  lines = [f"# Faces ({cfg['faces']['task']}): {cfg['model']['name']} on {cfg['dataset']['name']}"
+           + (" (synthetic)" if cfg["dataset"]["synthetic"] else ""), "",
+           f"Loss: {cfg['loss']}", f"Best checkpoint: step {results['best_step']} by {results['stopping_metric']}"
+           f" ({'early stop at step ' + str(results['stopped_at']) if results['stopped_at'] else 'no early stop'});"
+           f" {results['steps_run']} steps of {results['total_steps']}.", "",
+           "| metric | value | chance |", "|---|---|---|"]
+  for k, v in sorted(final.items()):
+    lines.append(f"| {k} | {v:.4f} | {chance[k]:.4f} |" if k in chance else f"| {k} | {v:.4g} | |")
+  lines += ["", f"Parameters: {results['num_params']:,}; wall time {results['wall_time_s']:.1f} s.",
+            "Files: " + ", ".join(results["files"]) + "."]
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Train (early stopping), restore the best checkpoint, classify and/or verify, report."""
+  check_config(config)
+  preemption.install_sigterm_handler()
+  t0, r = time.time(), build(config, workdir)
+  stopper = EarlyStopping(workdir, stopping_metric(config), config.faces.early_stopping_mode, config.faces.patience)
+  start = int(r.state.step)
+  if start == 0:
+    r.writer.hparams(config, (stopping_metric(config),))
+  train(r, stopper)
+  state, final = restore_best(r), {}
+  if config.faces.task in ("classification", "both"):
+    final.update(classify(r, state))
+  if config.faces.task in ("verification", "both"):
+    final.update(verify(r, state))
+  files = [f for f in ("classification_submission.csv", "verification_submission.csv", "report.md", "results.json")
+           if f.endswith(".md") or f.endswith(".json") or os.path.exists(os.path.join(workdir, f))]
+  results = {"final": final, "chance": chance_levels(config, final), "stopping_metric": stopper.metric,
+             "best_step": stopper.state["best_step"], "stopped_at": stopper.state["stopped_at"],
+             "steps_run": int(jax.device_get(r.dp.unreplicate(r.state).step)), "total_steps": r.total_steps,
+             "wall_time_s": time.time() - t0, "files": files,
+             "num_params": models.parameter_count(jax.device_get(r.dp.unreplicate(state)).params),
+             "config": config.to_dict()}
+  r.writer.scalars(results["steps_run"], {f"final/{k}": v for k, v in final.items() if math.isfinite(v)})
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2, default=str)
+    write_report(workdir, results)
+  r.writer.close()
+  r.ckpt.close()
+  return results
