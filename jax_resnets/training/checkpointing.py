@@ -60,3 +60,24 @@ class Checkpointer:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def restore_best(workdir: str, cfg, tree) -> tuple[int, dict]:
+  """(step, `{"params", "batch_stats"}`) of a run's best checkpoint by `cfg.best_metric`, read-only.
+
+  `tree` gives the structure, shapes and shardings (arrays or ShapeDtypeStructs).
+  """
+  directory = os.path.join(os.path.abspath(workdir), "best")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no best checkpoint: {directory} does not exist (written by a training run)")
+  manager = ocp.CheckpointManager(directory, item_names=("state",), options=ocp.CheckpointManagerOptions(
+      read_only=True, best_fn=lambda m: m[cfg.best_metric], best_mode=cfg.best_mode))
+  try:
+    step = manager.best_step()
+    if step is None:
+      raise FileNotFoundError(f"no best checkpoint in {directory} (no finished step directory there)")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  finally:
+    manager.close()
+  return step, restored["state"]
