@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jax_resnets.models import face_nets, handmade_conv, resnet
+from jax_resnets.models import face_nets, handmade_conv, phinet, resnet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.conv: "xla" = nn.Conv (lax.conv_general_dilated); "handmade" = im2col + one matmul.
@@ -19,9 +19,20 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_
         depth=model_cfg.depth, num_classes=num_classes, stem=model_cfg.stem, width=model_cfg.width,
         disabled_skips=tuple(model_cfg.get("disabled_skips", ())), dtype=DTYPES[model_cfg.dtype],
         bn_axis_name=bn_axis_name, conv=CONVS[model_cfg.get("conv", "xla")])
+  if name == "phinet":  # model.phinet: alpha, beta, t_zero, num_layers, ... (models/phinet.py).
+    return phinet.PhiNet(num_classes=num_classes, dtype=DTYPES[model_cfg.dtype], bn_axis_name=bn_axis_name,
+                         **phinet_kwargs(model_cfg.get("phinet") or {}))
   if name == "face_net":  # model.block/channels/depths/strides/dropout/se/... (models/face_nets.py).
     return face_nets.from_config(model_cfg, num_classes, bn_axis_name, DTYPES[model_cfg.get("dtype", "float32")])
-  raise ValueError(f"model.name: unknown model {name!r} (known: resnet, face_net)")
+  raise ValueError(f"model.name: unknown model {name!r} (known: resnet, phinet, face_net)")
+
+
+def phinet_kwargs(phinet_cfg) -> dict:
+  """`config.model.phinet` (any subset of PhiNet's fields) -> constructor kwargs."""
+  kwargs = dict(phinet_cfg)
+  if "downsampling_layers" in kwargs:
+    kwargs["downsampling_layers"] = tuple(kwargs["downsampling_layers"])
+  return kwargs
 
 
 def parameter_count(params) -> int:

@@ -4,10 +4,11 @@ import os
 import ml_collections
 
 from jax_resnets import config_lib
-from jax_resnets.studies import classification, faces
+from jax_resnets.studies import classification, faces, hierarchy
 
 STUDIES = {
     "classification": classification.run,
+    "hierarchy": hierarchy.run,
     "faces": faces.run,
 }
 

@@ -149,10 +149,11 @@ def end_of_epoch(run: Run, state, step: int, meter: Meter) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       hooks: Sequence[Callable[[int], None]] = ()) -> dict:
+                       hooks: Sequence[Callable[[int], None]] = (), run: Run | None = None) -> dict:
   """Trains to `num_epochs` (resuming if possible); writes results.json; returns it."""
   preemption.install_sigterm_handler()
-  run, t_start = build(config, workdir), time.time()
+  # `run`: a Run the caller built (own model, train step or initial state); default: build().
+  run, t_start = run or build(config, workdir), time.time()
   start = int(run.state.step)
   if start == 0:
     run.writer.hparams(config, ("eval/accuracy", "eval/loss"))

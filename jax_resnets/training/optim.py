@@ -53,6 +53,20 @@ def create_optimizer(cfg: ml_collections.ConfigDict, schedule, weight_decay_mask
   return tx
 
 
+def param_path(path) -> str:
+  """A pytree key path as 'backbone/block1/expand/kernel'."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def train_only(tx: optax.GradientTransformation, prefixes) -> optax.GradientTransformation:
+  """`tx` for parameters whose path starts with one of `prefixes`; the rest get zero updates
+  (so no weight decay or momentum either: optax.multi_transform + set_to_zero)."""
+  prefixes = tuple(prefixes)
+  labels = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: "train" if param_path(path).startswith(prefixes) else "frozen", params)
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def plateau_scale(opt_state) -> float:
   """Current reduce-on-plateau multiplier (1.0 if the chain has none)."""
   is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)

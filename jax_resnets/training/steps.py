@@ -25,16 +25,21 @@ def hard_labels(labels: jax.Array) -> jax.Array:
   return labels if labels.ndim == 1 else jnp.argmax(labels, -1)
 
 
-def train_step(state, batch: dict, label_smoothing: float = 0.0):
-  """One SGD step on this device's shard; gradients and BN stats pmean'd over `batch`."""
+def train_step(state, batch: dict, label_smoothing: float = 0.0, loss_fn=None):
+  """One SGD step on this device's shard; gradients and BN stats pmean'd over `batch`.
 
-  def loss_fn(params):
+  `loss_fn(logits, aux, batch) -> per-example loss` replaces the softmax cross-entropy
+  (e.g. the hierarchy study's parent + child loss on `aux` outputs of the model).
+  """
+  objective = loss_fn or (lambda logits, _, b: cross_entropy(logits, b["label"], label_smoothing))
+
+  def loss_and_aux(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    (logits, _), updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
-    loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+    (logits, aux), updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
+    loss = objective(logits, aux, batch).mean()
     return loss, (logits, updates["batch_stats"])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
   grads, batch_stats, loss = lax.pmean((grads, batch_stats, loss), AXIS)
   new_state = state.apply_gradients(grads, batch_stats, value=loss)
   accuracy = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == hard_labels(batch["label"])), AXIS)

@@ -1,0 +1,272 @@
+"""Hierarchy training on CIFAR-100: flat vs hierarchical heads on one backbone, in stages.
+
+Each stage is one run of the core loop (own workdir, checkpoints, results.json, resumable)
+that starts from the previous stage's latest checkpoint (`init.from_workdir`; parameters
+are taken by path and shape, the rest keep their fresh initialisation):
+  stage1: the backbone (PhiNet or ResNet) fine-tuned with a flat C-way head (`head.name`:
+          original | adaptive | adaptive_nonlinear), softmax cross-entropy.
+  stage2: the hierarchy head's parent classifier, parent-only loss.
+  stage3: the child heads of all parents at once (one batched einsum) with
+          parent_weight * CE(parent) + child_weight * CE(child | true parent).
+Stages 2-3 set `config.freeze` (training/freeze.py): stage 2 trains `head/parent` only,
+stage 3 `head`, plus the backbone unless `hierarchy.freeze_backbone` (frozen parameters get
+zero updates and keep their BN statistics; the frozen backbone also gets no backward pass). Every stage scores its eval split on the C fine labels
+(evaluation/hierarchy.py) and writes `hierarchy_metrics.json`; `hierarchy.stage=all` runs
+the stages in DIR/stage1..3 and `report.md` / `results.json` compare flat vs hierarchical
+(hard and soft routing).
+"""
+import copy
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.sharding import PartitionSpec as P
+
+from jax_resnets import config_lib, models
+from jax_resnets.data import sources
+from jax_resnets.evaluation import hierarchy as hier
+from jax_resnets.models import heads
+from jax_resnets.training import loop, optim, steps
+
+STAGES = ("stage1", "stage2", "stage3")
+LOSSES = {"stage2": "parent", "stage3": "parent_child"}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(config)
+  h = hier.build(config.hierarchy, config.dataset)
+  if config.hierarchy.stage != "all":
+    run_stage(config, workdir, h)
+    return write_report(workdir, stage_chain(workdir))
+  previous = config.init.get("from_workdir")
+  for i, stage in enumerate(STAGES):
+    stage_dir = os.path.join(workdir, stage)
+    run_stage(stage_config(config, i, previous), stage_dir, h)
+    previous = stage_dir
+  h.write(workdir)
+  return write_report(workdir, stage_chain(previous))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  c, check = config.hierarchy, config_lib._check  # pylint: disable=protected-access
+  check(c.stage in (*STAGES, "all"), "hierarchy.stage", c.stage, f"known: {', '.join(STAGES)}, all")
+  check(c.grouping in hier.GROUPINGS, "hierarchy.grouping", c.grouping, f"known: {', '.join(hier.GROUPINGS)}")
+  check(c.grouping == "coarse" or c.num_parents > 0, "hierarchy.num_parents", c.num_parents,
+        f"must be > 0 for grouping={c.grouping}")
+  check(c.parent_weight >= 0 and c.child_weight > 0, "hierarchy.child_weight", (c.parent_weight, c.child_weight),
+        "parent_weight must be >= 0 and child_weight > 0")
+  check(config.head.name in heads.HEADS[:3], "head.name", config.head.name,
+        f"the flat head of stage1: {', '.join(heads.HEADS[:3])}")
+  check(config.head.activation in heads.ACTIVATIONS, "head.activation", config.head.activation,
+        f"known: {', '.join(heads.ACTIVATIONS)}")
+  check(not (config.dataset.mixup_alpha or config.dataset.cutmix_alpha), "dataset.mixup_alpha",
+        (config.dataset.mixup_alpha, config.dataset.cutmix_alpha), "hierarchy losses need hard labels: set 0")
+  check(config.model.name in ("resnet", "phinet"), "model.name", config.model.name, "known: resnet, phinet")
+  if config.model.name == "phinet":
+    check(config.model.phinet.num_layers >= 3, "model.phinet.num_layers", config.model.phinet.num_layers,
+          "must be >= 3 (blocks 1-3 are fixed)")
+
+
+def stage_config(config: ml_collections.ConfigDict, index: int, from_workdir: str | None):
+  """The config of stage `index` of an `all` run: per-stage epochs / learning rate if given."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    cfg.hierarchy.stage = STAGES[index]
+    cfg.init.from_workdir = from_workdir
+    if cfg.hierarchy.stage_epochs:
+      cfg.num_epochs, cfg.num_train_steps = int(cfg.hierarchy.stage_epochs[index]), 0
+    if cfg.hierarchy.stage_learning_rates:
+      cfg.optim.learning_rate = float(cfg.hierarchy.stage_learning_rates[index])
+  return cfg
+
+
+def build_model(config: ml_collections.ConfigDict, h: hier.Hierarchy) -> heads.HeadedClassifier:
+  """Backbone (no head of its own) + the stage's head."""
+  stage, num_fine = config.hierarchy.stage, sources.spec(config.dataset).num_classes
+  if h.num_fine != num_fine:
+    raise config_lib.ConfigError(f"config error: hierarchy covers {h.num_fine} fine labels, dataset has {num_fine}")
+  backbone = models.build_model(config.model, 0, bn_axis_name=steps.AXIS)
+  head_cfg = config.head if stage == "stage1" else ml_collections.ConfigDict({"name": "hierarchy"})
+  frozen = stage != "stage1" and config.hierarchy.freeze_backbone
+  return heads.HeadedClassifier(backbone, heads.build_head(head_cfg, num_fine, h.groups), frozen_backbone=frozen)
+
+
+def hierarchy_loss(logits, aux, batch, parent_of, child_of, parent_weight: float, child_weight: float):
+  """Per-example parent_weight * CE(parent) + child_weight * CE(child of the true parent)."""
+  del logits
+  parent, child = parent_of[batch["label"]], child_of[batch["label"]]
+  loss = parent_weight * steps.cross_entropy(aux["parent_logits"], parent)
+  if child_weight:
+    true_parent_children = jnp.take_along_axis(aux["child_logits"], parent[:, None, None], axis=1)[:, 0]
+    loss = loss + child_weight * steps.cross_entropy(true_parent_children, child)
+  return loss
+
+
+def compile_hierarchy_step(run: loop.Run, h: hier.Hierarchy, stage: str) -> None:
+  """Swaps the run's train step for the same core step with the stage's hierarchy loss."""
+  c = run.config.hierarchy
+  loss = functools.partial(hierarchy_loss, parent_of=jnp.asarray(h.parent_of), child_of=jnp.asarray(h.child_of),
+                           parent_weight=c.parent_weight if stage == "stage3" else 1.0,
+                           child_weight=c.child_weight if stage == "stage3" else 0.0)
+  run.dp.train_step = run.dp.map(functools.partial(steps.train_step, loss_fn=loss), (P(), P()), donate_state=True)
+
+
+def stage_freeze(config: ml_collections.ConfigDict) -> str:
+  """`config.freeze` (training/freeze.py trainable prefixes) of the config's stage."""
+  stage, backbone = config.hierarchy.stage, ("" if config.hierarchy.freeze_backbone else ",backbone")
+  if stage == "stage2":  # Parent-only loss: the child heads stay as initialised (no weight decay).
+    return "head/parent" + backbone
+  if stage == "stage3":
+    return "head" + backbone
+  return config.get("freeze", "full")
+
+
+def run_stage(config: ml_collections.ConfigDict, workdir: str, h: hier.Hierarchy) -> dict:
+  """Trains one stage (resuming if possible), scores it, writes hierarchy_metrics.json."""
+  stage = config.hierarchy.stage
+  os.makedirs(workdir, exist_ok=True)
+  h.write(workdir)
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.freeze = stage_freeze(config)
+  r = loop.build(config, workdir, model=build_model(config, h))
+  if int(r.state.step) == 0 and config.init.get("from_workdir"):
+    r.state = init_from_workdir(r.state, config.init.from_workdir)
+  if stage in LOSSES:
+    compile_hierarchy_step(r, h, stage)
+  results = loop.train_and_evaluate(config, workdir, run=r)
+  metrics = score(r, h)
+  host = r.dp.unreplicate(r.state)
+  out = {"stage": stage, "head": "hierarchy" if stage in LOSSES else config.head.name,
+         "loss": LOSSES.get(stage, "cross_entropy"), "metrics": metrics, "final": results["final"],
+         "steps": results["steps"], "num_params": results["num_params"],
+         "head_params": models.parameter_count(host.params["head"]),
+         "trainable_params": results.get("trainable_params"), "freeze": config.freeze,
+         "from_workdir": config.init.get("from_workdir")}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "hierarchy_metrics.json"), "w") as f:
+      json.dump(out, f, indent=2)
+  return out
+
+
+def score(r: loop.Run, h: hier.Hierarchy) -> dict:
+  """Hierarchy metrics on the eval split: `flat` for stage1, `hard` and `soft` after."""
+  split = r.config.dataset.eval_split
+  _, logits = loop.evaluate(r, r.state, split)
+  source = sources.make_source(r.config.dataset, split)
+  labels = np.array([int(source[i]["label"]) for i in range(len(source))])
+  if r.config.hierarchy.stage == "stage1":
+    return {"flat": hier.metrics(logits, labels, h, "soft")}
+  return {routing: hier.metrics(logits, labels, h, routing) for routing in hier.ROUTINGS}
+
+
+def latest_state(workdir: str) -> tuple[dict, int]:
+  """The saved state tree (params, batch_stats, ...) of `workdir`'s newest checkpoint, and its step."""
+  path = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(path, item_names=("state", "data")) if os.path.isdir(path) else None
+  step = manager.latest_step() if manager else None
+  if step is None:
+    raise config_lib.ConfigError(f"config error: init.from_workdir={workdir!r} has no checkpoint "
+                                 f"(expected {path}/<step>/state from a finished earlier stage)")
+  saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  manager.close()
+  return saved, step
+
+
+def init_from_workdir(state, workdir: str):
+  """params / batch_stats of `workdir`'s latest checkpoint, matched by path and shape."""
+  saved, step = latest_state(workdir)
+  params, n_params = merge(state.params, saved["params"])
+  batch_stats, _ = merge(state.batch_stats, saved.get("batch_stats", {}))
+  if not n_params:
+    raise config_lib.ConfigError(f"config error: init.from_workdir={workdir!r}: no parameter matches this model")
+  logging.info("Initialised %d of %d parameter arrays from %s (step %d).", n_params,
+               len(jax.tree.leaves(state.params)), workdir, step)
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=state.tx.init(params))
+
+
+def merge(target, saved) -> tuple[object, int]:
+  """`target` with every leaf that `saved` has at the same path and shape replaced."""
+  saved_leaves = {optim.param_path(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved)}
+  count = 0
+
+  def pick(path, x):
+    nonlocal count
+    v = saved_leaves.get(optim.param_path(path))
+    if v is None or tuple(v.shape) != tuple(x.shape):
+      return x
+    count += 1
+    return jnp.asarray(v, x.dtype)
+
+  return jax.tree_util.tree_map_with_path(pick, target), count
+
+
+def stage_chain(workdir: str) -> dict:
+  """Stage name -> hierarchy_metrics.json, following init.from_workdir back from `workdir`."""
+  chain, seen = {}, set()
+  while workdir and os.path.abspath(workdir) not in seen:
+    seen.add(os.path.abspath(workdir))
+    path = os.path.join(workdir, "hierarchy_metrics.json")
+    if not os.path.exists(path):
+      break
+    with open(path) as f:
+      m = json.load(f)
+    chain.setdefault(m["stage"], m)
+    workdir = m.get("from_workdir")
+  return {s: chain[s] for s in STAGES if s in chain}
+
+
+ROWS = (("stage1", "flat", "flat"), ("stage2", "hard", "hierarchy, parent only, hard"),
+        ("stage3", "hard", "hierarchy, hard routing"), ("stage3", "soft", "hierarchy, soft routing"))
+COLUMNS = ("fine_top1", "fine_top5", "parent_accuracy", "child_accuracy_mean", "errors_within_parent")
+
+
+def write_report(workdir: str, chain: dict) -> dict:
+  """report.md (flat vs hierarchical heads) and results.json from the stages' metrics."""
+  results = {"stages": chain, "comparison": {
+      label: chain[s]["metrics"][routing] for s, routing, label in ROWS if s in chain}}
+  if jax.process_index() != 0:
+    return results
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(report_markdown(chain, results["comparison"]))
+  return results
+
+
+def report_markdown(chain: dict, comparison: dict) -> str:
+  any_stage = next(iter(chain.values()))
+  lines = ["# Flat vs hierarchical heads", "",
+           f"Stages found: {', '.join(chain)}; metrics on the eval split's fine labels. "
+           "Hard routing: argmax parent, then its child head; soft: argmax p(parent) p(child | parent). "
+           "Child accuracy: the right fine label among the true parent's children; "
+           "errors within parent: share of fine errors whose prediction has the true parent.", "",
+           "| head | " + " | ".join(COLUMNS) + " | head params | steps |",
+           "|---" * (len(COLUMNS) + 3) + "|"]
+  for s, routing, label in ROWS:
+    if s in chain:
+      m = chain[s]["metrics"][routing]
+      lines.append(f"| {label} ({chain[s]['head']}) | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
+                   + f" | {chain[s]['head_params']:,} | {chain[s]['steps']} |")
+  lines += ["", f"Backbone + head parameters (last stage): {any_stage['num_params']:,}.", ""]
+  lines += per_parent_table(comparison)
+  return "\n".join(lines) + "\n"
+
+
+def per_parent_table(comparison: dict) -> list[str]:
+  if not comparison:
+    return []
+  names = list(comparison)
+  parents = sorted(next(iter(comparison.values()))["child_accuracy_per_parent"], key=int)
+  lines = ["## Child accuracy per parent", "", "| parent | " + " | ".join(names) + " |",
+           "|---" * (len(names) + 1) + "|"]
+  for p in parents:
+    lines.append(f"| {p} | " + " | ".join(f"{comparison[n]['child_accuracy_per_parent'].get(p, float('nan')):.3f}"
+                                          for n in names) + " |")
+  return lines

@@ -1,0 +1,205 @@
+"""Hierarchy study: mappings from data, routing, head sizes, PhiNet size, the staged smoke run."""
+import json
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import cifar100_hierarchy
+from jax_resnets import config_lib, studies
+from jax_resnets.data import prepare, sources
+from jax_resnets.evaluation import hierarchy as hier
+from jax_resnets.models import heads, phinet
+from jax_resnets.models.registry import parameter_count
+from jax_resnets.studies import hierarchy as study
+
+
+def _hier_cfg(grouping="coarse", num_parents=0):
+  return ml_collections.ConfigDict(dict(grouping=grouping, num_parents=num_parents))
+
+
+def _write_cifar100(root, coarse_of, n, seed):
+  """cifar-100-python/{train,test} pickles whose coarse labels follow `coarse_of[fine]`."""
+  rng = np.random.default_rng(seed)
+  for split in ("train", "test"):
+    fine = np.concatenate([np.arange(100), rng.integers(0, 100, n - 100)])
+    rng.shuffle(fine)
+    os.makedirs(os.path.join(root, "cifar-100-python"), exist_ok=True)
+    with open(os.path.join(root, "cifar-100-python", split), "wb") as f:
+      pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                   b"fine_labels": fine.tolist(), b"coarse_labels": coarse_of[fine].tolist(),
+                   b"filenames": [b"x.png"] * n}, f)
+
+
+def test_mapping_agrees_with_coarse_labels_of_prepared_cifar100(tmp_path):
+  coarse_of = np.random.default_rng(0).permutation(100) // 5  # 20 superclasses of 5, scattered.
+  _write_cifar100(str(tmp_path / "raw"), coarse_of, n=160, seed=1)
+  prepare.prepare("cifar100", str(tmp_path / "tfds"), str(tmp_path / "raw"))
+  ds = config_lib.base_config().dataset
+  ds.name, ds.data_dir = "cifar100", str(tmp_path / "tfds")
+  h = hier.build(_hier_cfg(), ds)
+  np.testing.assert_array_equal(h.parent_of, coarse_of)
+  source = sources.make_source(ds, "test")
+  for i in range(len(source)):  # Every record of the other split agrees with the mapping.
+    assert h.parent_of[source[i]["label"]] == source[i]["coarse_label"]
+  with open(h.write(str(tmp_path))) as f:
+    mapping = json.load(f)
+  assert sorted(mapping, key=int) == [str(p) for p in range(20)]
+  for p, children in mapping.items():
+    assert sorted(children.values()) == list(range(5))
+    assert all(coarse_of[int(fine)] == int(p) for fine in children)
+  assert hier.Hierarchy.from_json(mapping) == h
+  ten = hier.build(_hier_cfg("merged_coarse", 10), ds)  # Configurable grouping: pairs of superclasses.
+  assert ten.num_parents == 10 and all(len(g) == 10 for g in ten.groups)
+  np.testing.assert_array_equal(ten.parent_of, coarse_of // 2)
+
+
+def test_synthetic_twin_mapping_and_inconsistent_labels():
+  ds = cifar100_hierarchy.get_config("synthetic").dataset
+  h = hier.build(_hier_cfg(), ds)
+  np.testing.assert_array_equal(h.parent_of, np.arange(100) // 5)
+  assert hier.contiguous(7, 3).groups == ((0, 1, 2), (3, 4), (5, 6))
+  with pytest.raises(sources.DataError, match="fine label 1 has two coarse labels"):
+    hier.from_labels(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+  with pytest.raises(sources.DataError, match=r"fine labels \[2\] never occur"):
+    hier.from_labels(np.array([0, 1]), np.array([0, 0]), 3)
+
+
+H7 = hier.contiguous(7, 3)  # Parents of 3, 2 and 2 children: exercises the validity mask.
+
+
+def _hand_built():
+  """Three examples; expected (hard, soft) fine labels: (0, 3), (6, 6), (4, 4)."""
+  parent = np.log(np.array([[0.50, 0.45, 0.05], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]]))
+  child = np.full((3, 3, 3), -50.0)
+  child[0, 0] = np.log([0.4, 0.3, 0.3])  # p(fine 0) = 0.2 < p(fine 3) = 0.45 * 0.9.
+  child[0, 1, :2] = np.log([0.9, 0.1])
+  child[1, 2, :2] = np.log([0.3, 0.7])
+  child[2, 1, :2] = np.log([0.2, 0.8])
+  child[:, 1:, 2] = 100.0  # Invalid slots (parents 1, 2 have 2 children) must never win.
+  return parent, child
+
+
+def test_hard_and_soft_routing_on_hand_built_logits():
+  parent, child = _hand_built()
+  np.testing.assert_array_equal(hier.hard_route(parent, child, H7), [0, 6, 4])
+  np.testing.assert_array_equal(hier.soft_route(parent, child, H7), [3, 6, 4])
+  fine_logp = np.asarray(heads.fine_log_probs(jnp.asarray(parent), jnp.asarray(child), H7.groups))
+  np.testing.assert_allclose(np.exp(fine_logp).sum(1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.exp(fine_logp[0, [0, 3]]), [0.5 * 0.4, 0.45 * 0.9], rtol=1e-5)
+  np.testing.assert_array_equal(hier.route(fine_logp, H7, "hard"), [0, 6, 4])  # Same from log p(fine).
+  np.testing.assert_array_equal(hier.route(fine_logp, H7, "soft"), [3, 6, 4])
+
+
+def test_metrics_on_hand_built_logits():
+  parent, child = _hand_built()
+  fine_logp = np.asarray(heads.fine_log_probs(jnp.asarray(parent), jnp.asarray(child), H7.groups))
+  labels = np.array([3, 5, 4])  # hard predicts 0, 6, 4: one right; errors 0->3 (other parent), 6->5 (same).
+  m = hier.metrics(fine_logp, labels, H7, "hard")
+  assert m["fine_top1"] == pytest.approx(1 / 3) and m["fine_errors"] == 2
+  assert m["parent_accuracy"] == pytest.approx(2 / 3)
+  assert m["errors_within_parent"] == pytest.approx(1 / 2)
+  # Child heads given the true parent: parent 1 -> fine 3 for ex. 0 (right), fine 4 for ex. 2 (right);
+  # parent 2 -> fine 6 for ex. 1 (wrong).
+  assert m["child_accuracy_per_parent"] == {"1": 1.0, "2": 0.0}
+  assert m["child_accuracy_mean"] == pytest.approx(0.5)
+  soft = hier.metrics(fine_logp, labels, H7, "soft")
+  assert soft["fine_top1"] == pytest.approx(2 / 3) and soft["errors_within_parent"] == 1.0
+  assert hier.metrics(fine_logp, labels, H7, "hard")["fine_top5"] == 1.0
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("original", (32 + 1) * 100),
+    ("adaptive", (32 + 1) * 16 + (16 + 1) * 100),
+    ("adaptive_nonlinear", (32 + 1) * 16 + (16 + 1) * 100),
+    ("hierarchy", (32 + 1) * 20 + 20 * (32 + 1) * 5),
+])
+def test_head_parameter_counts(name, expected):
+  cfg = ml_collections.ConfigDict(dict(name=name, bottleneck=16, activation="relu"))
+  groups = tuple(tuple(range(5 * p, 5 * p + 5)) for p in range(20))
+  head = heads.build_head(cfg, 100, groups)
+  variables = jax.eval_shape(lambda: head.init(jax.random.key(0), jnp.zeros((1, 32))))
+  assert parameter_count(variables["params"]) == expected
+
+
+def test_adaptive_head_is_linear_and_nonlinear_is_not():
+  make = lambda name: heads.build_head(ml_collections.ConfigDict(dict(name=name, bottleneck=8, activation="relu")), 10)
+
+  @jax.jit
+  def affinity_gaps(x, y):  # Zero iff a head is affine in its input.
+    gaps = []
+    for head in (make("adaptive"), make("adaptive_nonlinear")):
+      params = head.init(jax.random.key(0), x)
+      f = lambda v, head=head, params=params: head.apply(params, v)[0]
+      gaps.append(jnp.max(jnp.abs(f(0.3 * x + 0.7 * y) - (0.3 * f(x) + 0.7 * f(y)))))
+    return gaps
+
+  linear, nonlinear = affinity_gaps(*jax.random.normal(jax.random.key(1), (2, 4, 32)))
+  assert linear < 1e-4 < nonlinear
+
+
+def test_phinet_parameter_count_by_hand():
+  """alpha 0.5, beta 1, t_zero 2, 4 layers, downsampling at 4, divisor 8, 10 classes.
+
+  Widths make_divisible(f * 0.5, 8): stem 48 -> 24, b1 24 -> 16, b2 48 -> 24, block 4 96 -> 48;
+  expansion t = 2 everywhere (beta 1); SE reduces to make_divisible(c / 6, 8) = 8.
+  """
+  stem = 3 * 9 + 3 * 24 + 2 * 24  # depthwise 3x3 on RGB, pointwise 3->24, BN
+  block0 = 24 * 9 + 2 * 24 + 24 * 16 + 2 * 16  # no expansion: dw, BN, project 24->16, BN
+  block1 = 16 * 32 + 2 * 32 + 32 * 9 + 2 * 32 + 2 * 32 * 8 + 32 * 16 + 2 * 16  # expand x2, dw, SE, project
+  block2 = block1  # stride 1, 16 -> 16 (residual, no parameters)
+  block3 = 16 * 32 + 2 * 32 + 32 * 9 + 2 * 32 + 2 * 32 * 8 + 32 * 24 + 2 * 24
+  block4 = 24 * 48 + 2 * 48 + 48 * 9 + 2 * 48 + 2 * 48 * 8 + 48 * 48 + 2 * 48
+  fc = 48 * 10 + 10
+  model = phinet.PhiNet(num_classes=10, alpha=0.5, beta=1.0, t_zero=2.0, num_layers=4, divisor=8,
+                        downsampling_layers=(4,))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  assert parameter_count(variables["params"]) == stem + block0 + block1 + block2 + block3 + block4 + fc == 12485
+  logits, out = jax.eval_shape(model.apply, variables, jnp.ones((2, 16, 16, 3)))
+  assert logits.shape == (2, 10) and out["features"].shape == (2, 48)
+  # micromind documents PhiNet((3, 224, 224)) (alpha 0.2, t_zero 6, 7 layers, divisor 1): 30917.
+  ref = phinet.PhiNet(num_classes=0, alpha=0.2, t_zero=6.0, num_layers=7, divisor=1)
+  variables = jax.eval_shape(lambda: ref.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+  assert parameter_count(variables["params"]) == 30917
+
+
+def _leaves(tree, prefix):
+  return {k: v for k, v in ((study.optim.param_path(p), v) for p, v in jax.tree_util.tree_leaves_with_path(tree))
+          if k.startswith(prefix)}
+
+
+def test_synthetic_smoke_runs_all_stages_and_reports(tmp_path):
+  config = cifar100_hierarchy.get_config("synthetic")
+  config.hierarchy.stage_epochs = (1, 1, 1)  # The `:synthetic` config with 16 steps per stage.
+  results = studies.run(config, str(tmp_path))
+  assert list(results["stages"]) == ["stage1", "stage2", "stage3"]
+  assert set(results["comparison"]) == {"flat", "hierarchy, parent only, hard", "hierarchy, hard routing",
+                                        "hierarchy, soft routing"}
+  report = (tmp_path / "report.md").read_text()
+  for row in ("| flat (original) |", "| hierarchy, hard routing (hierarchy) |", "| hierarchy, soft routing"):
+    assert row in report
+  assert json.loads((tmp_path / "results.json").read_text())["stages"]["stage3"]["from_workdir"] == str(
+      tmp_path / "stage2")
+  assert len(json.loads((tmp_path / "hierarchy.json").read_text())) == 20
+  states = {s: study.latest_state(str(tmp_path / s))[0] for s in study.STAGES}
+  # Stages 2-3 start from the previous stage and train only the head: the backbone (params and
+  # BN statistics) of stage 3 is stage 1's, bit for bit; the parent classifier kept training.
+  for part in ("params", "batch_stats"):
+    first, last = _leaves(states["stage1"][part], "backbone"), _leaves(states["stage3"][part], "backbone")
+    assert first and first.keys() == last.keys()
+    assert all(np.array_equal(first[k], last[k]) for k in first)
+  p2, p3 = _leaves(states["stage2"]["params"], "head/parent"), _leaves(states["stage3"]["params"], "head/parent")
+  assert any(not np.array_equal(p2[k], p3[k]) for k in p2)
+  # Parent-only loss in stage 2: the child heads are still their initial values (no decay either).
+  stage2 = study.stage_config(config, 1, None)
+  model = study.build_model(stage2, hier.build(stage2.hierarchy, stage2.dataset))
+  init = model.init(jax.random.key(stage2.seed), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  c_init, c2 = _leaves(init, "head/child"), _leaves(states["stage2"]["params"], "head/child")
+  assert c_init.keys() == c2.keys() and len(c2) == 2
+  assert all(np.array_equal(c_init[k], c2[k]) for k in c2)
+  c3 = _leaves(states["stage3"]["params"], "head/child")
+  assert any(not np.array_equal(c2[k], c3[k]) for k in c2)
