@@ -1,0 +1,63 @@
+"""configs/cifar10_resnet34.py: the study's recipe, the strong recipe, and their smoke variants."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from jax_resnets import config_lib
+from jax_resnets.data import pipeline
+from jax_resnets.training import optim
+
+PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "cifar10_resnet34.py")
+
+
+def get_config(arg=None):
+  spec = importlib.util.spec_from_file_location("cifar10_resnet34", PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config_lib.validate(config)
+  return config
+
+
+def test_synthetic_is_unchanged():
+  config = get_config("synthetic")
+  assert (config.model.depth, config.model.width, config.batch_size, config.num_epochs) == (34, 16, 64, 2)
+  assert config.optim.schedule == "cosine" and tuple(config.optim.decay_epochs) == (30,)
+  assert config.dataset.synthetic and config.dataset.synthetic_sizes == {"train": 2048, "test": 512}
+
+
+def test_study_recipe_drops_the_learning_rate_at_epoch_30():
+  config = get_config("study")
+  assert (config.model.depth, config.model.stem, config.num_epochs) == (34, "cifar", 60)
+  assert config.optim.name == "sgd" and config.optim.momentum == 0.9
+  assert tuple(config.dataset.augment) == ("crop", "flip") and not config.dataset.synthetic
+  steps_per_epoch = 50000 // config.batch_size
+  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, 60 * steps_per_epoch)
+  lr = lambda epoch: float(schedule(int(epoch * steps_per_epoch)))
+  assert lr(0) == lr(29.9) == pytest.approx(0.1)
+  assert lr(30) == lr(59.9) == pytest.approx(0.01)
+
+
+def test_strong_recipe():
+  config = get_config("strong")
+  assert config.num_epochs == 200 and config.label_smoothing == 0.1 and config.optim.schedule == "cosine"
+  mix = pipeline.mix_batch(config.dataset)
+  assert mix is not None and mix.mixup_alpha > 0 and mix.cutmix_alpha > 0
+
+
+def test_smoke_variants_shrink_the_schedule_and_mix_labels():
+  study = get_config("study,synthetic")
+  assert study.num_epochs == 2 and tuple(study.optim.decay_epochs) == (1.0,) and study.dataset.synthetic
+  strong = get_config("strong,synthetic")
+  assert strong.optim.warmup_epochs == pytest.approx(5 * 2 / 200)
+  strong.dataset.synthetic_sizes = {"train": 64, "test": 16}
+  labels = next(iter(pipeline.train_iterator(strong.dataset, 16, seed=0)))["label"]
+  assert labels.shape == (16, 10)
+  np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_unknown_argument():
+  with pytest.raises(ValueError, match="unknown argument 'fast'"):
+    get_config("fast")
