@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.parallel = "shard_map"
   config.num_devices = 0  # 0: all devices.
+  config.distributed = ml_collections.ConfigDict(dict(  # See training/distributed.py.
+      coordinator_address=ml_collections.FieldReference(None, field_type=str), num_processes=0,
+      process_id=-1))
   config.log_every_steps = 50
   # Transfer learning (models/torchvision_import.py, training/freeze.py): initial weights
   # (torchvision .pth/.safetensors or orbax dir; None: random) and what trains.

@@ -1,9 +1,10 @@
 """Errors a user can act on: the entry points print them as one line, no traceback."""
 from jax_resnets.config_lib import ConfigError
 from jax_resnets.data.sources import DataError
+from jax_resnets.training.checkpointing import CheckpointError
 from jax_resnets.training.loop import NonFiniteLoss
 from jax_resnets.training.preemption import Preempted
 
-USER_ERRORS = (ConfigError, DataError, NonFiniteLoss, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, NonFiniteLoss, CheckpointError, FileNotFoundError)
 
-__all__ = ["ConfigError", "DataError", "NonFiniteLoss", "Preempted", "USER_ERRORS"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "NonFiniteLoss", "Preempted", "USER_ERRORS"]

@@ -4,6 +4,7 @@ import os
 import ml_collections
 
 from jax_resnets import config_lib
+from jax_resnets.training import distributed
 from jax_resnets.studies import classification, faces, hierarchy
 
 STUDIES = {
@@ -17,5 +18,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.study not in STUDIES:
     raise config_lib.ConfigError(f"config error: study={config.study!r} (known: {', '.join(STUDIES)})")
   config_lib.validate(config)
+  distributed.initialize(config.get("distributed"))
   os.makedirs(workdir, exist_ok=True)
   return STUDIES[config.study](config, workdir)

@@ -4,12 +4,17 @@
 `DIR/best/<step>/state`: params + batch_stats of the best `best_k` evaluations by
 `best_metric`, for evaluation and for starting later stages.
 """
+import contextlib
 import os
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be written or read; the message says which and what is intact."""
 
 
 def _state_tree(state) -> dict:
@@ -33,29 +38,54 @@ class Checkpointer:
         item_names=("state",))
 
   def save(self, step: int, state, data_iterator) -> None:
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_state_tree(state)),
-        data=grain.checkpoint.CheckpointSave(data_iterator)))
+    with self._writing(step):
+      self.latest.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_state_tree(state)),
+          data=grain.checkpoint.CheckpointSave(data_iterator)))
 
   def save_best(self, step: int, state, metrics: dict) -> None:
     tree = {"params": state.params, "batch_stats": state.batch_stats}
-    self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), metrics=metrics)
+    with self._writing(step):
+      self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), metrics=metrics)
+
+  @contextlib.contextmanager
+  def _writing(self, step: int):
+    """Turns a failed write (disk full, permissions; also a failed earlier async write) into one line."""
+    try:
+      yield
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot write the checkpoint of step {step} in {self.latest.directory}: "
+          f"{e.strerror or e}; earlier checkpoints are intact: steps {self.latest.all_steps()}") from e
 
   def restore_latest(self, state, data_iterator):
-    """Returns (state, iterator) from the newest checkpoint, or the inputs if there is none."""
-    step = self.latest.latest_step()
-    if step is None:
-      return state, data_iterator
+    """(state, iterator) from the newest readable checkpoint, or the inputs if there is none.
+
+    A damaged newest checkpoint (truncated or corrupted files) is skipped with a warning
+    and the previous one is used; if none is readable, CheckpointError says so.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
-    restored = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    logging.info("Resumed from %s at step %d.", self.latest.directory, step)
-    return state.replace(**restored["state"]), restored["data"]
+    for step in steps:
+      try:
+        restored = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      except Exception as e:  # pylint: disable=broad-except  (tensorstore/orbax/json raise many types)
+        logging.warning("Checkpoint of step %d in %s is unreadable (%s: %s); trying the previous one.",
+                        step, self.latest.directory, type(e).__name__, str(e).splitlines()[0][:200])
+        continue
+      logging.info("Resumed from %s at step %d.", self.latest.directory, step)
+      return state.replace(**restored["state"]), restored["data"]
+    if steps:
+      raise CheckpointError(f"no readable checkpoint in {self.latest.directory} (steps {steps} are damaged); "
+                            "move that directory away to start afresh")
+    return state, data_iterator
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._writing(-1):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()

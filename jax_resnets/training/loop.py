@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jax_resnets import models
 from jax_resnets.data import pipeline, sources
@@ -86,15 +87,19 @@ def init_and_freeze(config: ml_collections.ConfigDict, state: TrainState) -> Tra
 
 def evaluate(run: Run, state, split: str) -> tuple[dict, np.ndarray]:
   """Mean loss/accuracy over `split`, and the logits of every example (in order)."""
-  totals, logits = {}, []
+  totals, logits, masks = {}, [], []
   for batch in pipeline.eval_batches(run.config.dataset, split, run.local_batch_size,
                                      jax.process_index(), jax.process_count()):
     sums, out = run.dp.eval_step(state, run.dp.shard(batch))
     for k, v in run.dp.host_metrics(sums).items():
       totals[k] = totals.get(k, 0.0) + v
-    logits.append(run.dp.host_sharded(out)[batch["mask"] > 0])
+    logits.append(run.dp.host_sharded(out))
+    masks.append(batch["mask"])
+  logits, masks = np.concatenate(logits), np.concatenate(masks)
+  if jax.process_count() > 1:  # Each process holds one contiguous block of the split.
+    logits, masks = multihost_utils.process_allgather((logits, masks), tiled=True)
   count = totals.pop("count")
-  return {k: v / count for k, v in totals.items()}, np.concatenate(logits)
+  return {k: v / count for k, v in totals.items()}, logits[masks > 0]
 
 
 def check_finite(metrics: dict, step: int, run: Run) -> None:

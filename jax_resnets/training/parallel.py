@@ -51,8 +51,8 @@ class DataParallel:
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree):
-    if self.mode == "pmap":
-      return jax.tree.map(lambda x: x[0], tree)
+    if self.mode == "pmap":  # Host copy of device 0's replica: valid in any process count.
+      return jax.device_get(jax.tree.map(lambda x: x[0], tree))
     return tree
 
   def shard(self, batch: dict):
