@@ -54,7 +54,8 @@ def synthetic(config) -> None:
                                     "unknown_test": 250}
   config.model.update(width=16, channels=(16, 32, 64), depths=(1, 1, 1), strides=(1, 2, 2),
                       dropout=(0.0, 0.0, 0.1), se=(False, True, True), embedding_size=64)
-  config.optim.update(learning_rate=0.05, restart_epochs=2, restart_mult=2)
+  config.optim.update(learning_rate=0.05, restart_epochs=1, restart_mult=3)  # SGDR cycles: 1, 3 epochs.
   config.batch_size = 64
-  config.num_epochs = 6
+  config.num_epochs = 4
+  config.faces.patience = 2
   config.log_every_steps = 10

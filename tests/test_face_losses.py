@@ -123,14 +123,22 @@ def test_face_net_shapes(block, depthwise):
   assert bool(kernels) == (not block.startswith("resnet"))
 
 
-def test_face_net_kaiming_init_and_cosine_head():
-  model = face_nets.FaceNet(channels=(16,), depths=(1,), strides=(1,), width=16, embedding_size=256,
-                            num_classes=10, head="cosine")
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-  w = np.asarray(variables["params"]["embedding"]["kernel"])  # fan_in 16: std sqrt(2/16).
-  assert np.std(w) == pytest.approx(np.sqrt(2 / 16), rel=0.1)
-  logits, _ = jax.jit(model.apply)(variables, jax.random.normal(jax.random.key(1), (3, 16, 16, 3)))
-  assert np.all(np.abs(np.asarray(logits)) <= 1.0 + 1e-5)  # cosines.
+def test_kaiming_normal_init_of_conv_and_dense():
+  dense = face_nets.dense_init(jax.random.key(0), (64, 512))  # fan_in 64: std sqrt(2/64).
+  conv = face_nets.conv_init(jax.random.key(1), (3, 3, 16, 64))  # fan_out 9*64: std sqrt(2/576).
+  assert np.std(dense) == pytest.approx(np.sqrt(2 / 64), rel=0.05)
+  assert np.std(conv) == pytest.approx(np.sqrt(2 / 576), rel=0.05)
+
+
+def test_cosine_head_returns_cosines():
+  model = face_nets.FaceNet(channels=(4,), depths=(1,), strides=(1,), width=4, embedding_size=8, num_classes=10,
+                            head="cosine")
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  logits, out = jax.jit(model.apply)(variables, jax.random.normal(jax.random.key(1), (3, 8, 8, 3)))
+  w = np.asarray(variables["params"]["fc"])
+  expected = face_nets.l2_normalize(out["features"]) @ (w / np.linalg.norm(w, axis=0, keepdims=True))
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+  assert np.all(np.abs(np.asarray(logits)) <= 1.0 + 1e-5)
 
 
 def test_face_net_rejects_mismatched_stage_lists():

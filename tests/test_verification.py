@@ -86,3 +86,14 @@ def test_pair_metrics_count_pairs_and_use_truth():
   scores = np.asarray([[0.9, 0.1], [0.2, 0.8], [0.3, 0.4]])
   out = V.pair_metrics(scores, np.asarray([0, 1, -1]))  # last image: nobody in the gallery.
   assert out["num_pairs"] == 6 and out["num_genuine_pairs"] == 2 and out["roc_auc"] == 1.0
+
+
+def test_cross_validated_accuracy_uses_held_out_thresholds():
+  # Fold 0 (even rows) alone would pick a threshold that rejects the odd rows' matches.
+  names = ["a"] * 4
+  scores = np.asarray([0.9, 0.6, 0.8, 0.7])
+  truth = ["a", "a", V.NO_MATCH, "a"]
+  # Even rows (0.9 a, 0.8 none) -> threshold 0.85: odd rows 0.6, 0.7 rejected -> both wrong.
+  # Odd rows (0.6 a, 0.7 a) -> accept all (threshold 0.6): even rows 0.9 right, 0.8 wrong.
+  assert V.cross_validated_accuracy(names, scores, truth) == pytest.approx(1 / 4)
+  assert V.choose_threshold(names, scores, truth)[1] == pytest.approx(3 / 4)

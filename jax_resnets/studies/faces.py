@@ -145,8 +145,10 @@ def build(config, workdir: str) -> loop.Run:
     raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} is larger than the training split")
   total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  state = create_train_state(jax.random.key(config.seed), model, loop.image_shape(config.dataset),
-                             optim.create_optimizer(config.optim, schedule))
+  tx = optim.create_optimizer(config.optim, schedule)
+  # Jitted init: one compilation instead of eager op-by-op dispatch (2.2x faster, BUILD_NOTES_faces).
+  state = jax.jit(lambda rng: create_train_state(rng, model, loop.image_shape(config.dataset), tx))(
+      jax.random.key(config.seed))
   if config.loss.center_weight:
     dim = jax.eval_shape(lambda: model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                              jnp.zeros((1, *loop.image_shape(config.dataset)))))[1]["features"].shape[-1]
@@ -222,6 +224,7 @@ def verify_dev(run: loop.Run, state) -> tuple[dict, dict]:
   accuracy = verification.verification_accuracy(verification.predict(best, similarity, names, threshold), truth)
   metrics = {"verification/accuracy": accuracy, "verification/threshold": threshold,
              "verification/accuracy_at_chosen_threshold": chosen_accuracy,
+             "verification/accuracy_2fold": verification.cross_validated_accuracy(best_names, similarity, truth),
              "verification/no_match_fraction": float(np.mean(np.asarray(truth) == verification.NO_MATCH)),
              **{f"verification/{k}": v for k, v in verification.pair_metrics(scores, dev["label"]).items()}}
   return metrics, {"known": known, "names": names, "threshold": threshold}
