@@ -101,7 +101,8 @@ def restore_best(workdir: str, cfg, tree) -> tuple[int, dict]:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no best checkpoint: {directory} does not exist (written by a training run)")
   manager = ocp.CheckpointManager(directory, item_names=("state",), options=ocp.CheckpointManagerOptions(
-      read_only=True, best_fn=lambda m: m[cfg.best_metric], best_mode=cfg.best_mode))
+      read_only=True, create=False, save_interval_steps=0, best_fn=lambda m: m[cfg.best_metric],
+      best_mode=cfg.best_mode))
   try:
     step = manager.best_step()
     if step is None:
