@@ -1,0 +1,252 @@
+r"""Training / eval throughput of the project's own ResNet steps, optionally against PyTorch.
+
+  python -m jax_resnets.bench --model=resnet18 --stem=cifar --image=32 --batch=128 --vs-torch
+  python -m jax_resnets.bench --model=resnet18 --stem=imagenet --image=64 --batch=64 --vs-torch
+  python -m jax_resnets.bench --model=resnet18 --stem=cifar --image=32 --batch=32 --width=16 \
+      --population=1,2,4,8
+
+Times the compiled `DataParallel` train and eval steps (training/parallel.py + steps.py, one
+device) on a fixed random batch and prints, per mode: img/s (median of the timed steps),
+compile time (lower + compile), peak memory (process max RSS on CPU, device peak bytes
+on an accelerator), model FLOPs per step from XLA's cost analysis and the achieved FLOP/s.
+`--vs-torch` builds the same network in plain PyTorch (bench_torch.py) in this process and
+alternates JAX and torch timed steps, so machine load hits both alike; it prints the ratio.
+`--population=K[,K...]` times `training/population.py` (K models vmapped over seeds) and
+prints the cost per model relative to K=1.
+"""
+import functools
+import re
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+from jax_resnets import xla_flags
+
+xla_flags.configure()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import flags
+
+from jax_resnets.models import registry
+from jax_resnets.timing import random_variables
+from jax_resnets.training import parallel
+from jax_resnets.training.state import TrainState
+
+# Own FlagValues: jax_resnets.timing (imported for random_variables) defines --batch etc. globally.
+FLAGS = flags.FlagValues()
+_MODEL = flags.DEFINE_string("model", "resnet18", "resnet18|34|50|101|152.", flag_values=FLAGS)
+_STEM = flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.", flag_values=FLAGS)
+_IMAGE = flags.DEFINE_integer("image", 32, "Square input size.", flag_values=FLAGS)
+_BATCH = flags.DEFINE_integer("batch", 128, "Batch size (per model).", flag_values=FLAGS)
+_WIDTH = flags.DEFINE_integer("width", 64, "Channels of layer1.", flag_values=FLAGS)
+_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the fc head.", flag_values=FLAGS)
+_MODE = flags.DEFINE_enum("mode", "both", ["train", "eval", "both"], "Which steps to time.", flag_values=FLAGS)
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).", flag_values=FLAGS)
+_CONV = flags.DEFINE_string("conv", None, "model.conv (default: the config default).", flag_values=FLAGS)
+_POOL = flags.DEFINE_string("pool", None, "model.pool (default: the config default).", flag_values=FLAGS)
+_VS_TORCH = flags.DEFINE_bool("vs_torch", False, "Also time PyTorch eager, interleaved; print the ratio.", flag_values=FLAGS)
+_CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in channels_last memory format.", flag_values=FLAGS)
+_POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (per contender).", flag_values=FLAGS)
+
+
+def model_config() -> ml_collections.ConfigDict:
+  from jax_resnets import config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.base_config().model
+  cfg.update(name="resnet", depth=int(_MODEL.value.removeprefix("resnet")), stem=_STEM.value,
+             width=_WIDTH.value, dtype=_DTYPE.value)
+  for key, flag in (("conv", _CONV), ("pool", _POOL)):
+    if flag.value is not None:
+      cfg[key] = flag.value
+  return cfg
+
+
+def random_batch(batch: int, image: int, num_classes: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  return {"image": rng.normal(size=(batch, image, image, 3)).astype(np.float32),
+          "label": rng.integers(0, num_classes, batch).astype(np.int32),
+          "mask": np.ones(batch, np.float32)}
+
+
+def train_state(model, image: int, tx) -> TrainState:
+  """He-normal random variables from eval_shape (no compiled init: cheap for big models)."""
+  init = functools.partial(model.init, train=False)
+  abstract = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, image, image, 3)))
+  variables = jax.device_put(random_variables(abstract))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                    opt_state=tx.init(params), apply_fn=model.apply, tx=tx)
+
+
+def compile_fn(jitted, *args) -> tuple[Callable, float, float]:
+  """(compiled, seconds to lower + compile, FLOPs per call from XLA's cost analysis)."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return compiled, seconds, float((cost or {}).get("flops", float("nan")))
+
+
+def jax_contenders(model, modes: list[str]) -> dict:
+  """{'jax_train': (step, compile_s, flops), 'jax_eval': ...}: zero-arg callables, state carried."""
+  dp = parallel.DataParallel("shard_map", jax.devices()[:1]).compile_steps()
+  state = [dp.replicate(train_state(model, _IMAGE.value, optax.sgd(0.01, momentum=0.9)))]
+  batch = dp.shard(random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value))
+  out = {}
+  if "eval" in modes:  # before train: the train step donates (invalidates) the state it is given
+    evaluate, seconds, flops = compile_fn(dp.eval_step, state[0], batch)
+    out["jax_eval"] = (lambda: jax.block_until_ready(evaluate(state[0], batch)), seconds, flops)
+  if "train" in modes:
+    train, seconds, flops = compile_fn(dp.train_step, state[0], batch)
+
+    def train_step():
+      state[0], metrics = train(state[0], batch)
+      return jax.block_until_ready(metrics)
+    out["jax_train"] = (train_step, seconds, flops)
+  return out
+
+
+def torch_contenders(modes: list[str]) -> dict:
+  from jax_resnets import bench_torch  # pylint: disable=g-import-not-at-top
+  train, evaluate = bench_torch.steps(int(_MODEL.value.removeprefix("resnet")), _STEM.value, _WIDTH.value,
+                                      _CLASSES.value, _BATCH.value, _IMAGE.value, _CHANNELS_LAST.value,
+                                      _DTYPE.value)
+  fns = {"torch_train": train, "torch_eval": evaluate}
+  return {k: (fns[k], float("nan"), float("nan")) for k in (f"torch_{m}" for m in modes)}
+
+
+def interleaved_times(fns: dict[str, Callable], steps: int) -> dict[str, list[float]]:
+  """Seconds per call; round r runs every contender once, so load drift hits all alike."""
+  times = {k: [] for k in fns}
+  for _ in range(steps):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
+def warm_up(fns: dict[str, Callable], warmup: int) -> dict[str, float]:
+  """Runs each `warmup` times; returns the first call's seconds (includes lazy work)."""
+  first = {}
+  for name, fn in fns.items():
+    for i in range(max(warmup, 1)):
+      t0 = time.perf_counter()
+      fn()
+      if i == 0:
+        first[name] = time.perf_counter() - t0
+  return first
+
+
+def peak_memory_mb() -> float:
+  """Device peak bytes on an accelerator, else this process's max RSS (Linux: KiB)."""
+  stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+  if stats and "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> str:
+  try:
+    with open("/proc/loadavg") as f:
+      return " ".join(f.read().split()[:3])
+  except OSError:
+    return "n/a"
+
+
+def report(contenders: dict, times: dict, first: dict, batch: int, memory: dict) -> None:
+  rates = {k: batch / statistics.median(v) for k, v in times.items()}
+  for name, (_, compile_s, flops) in contenders.items():
+    med = statistics.median(times[name])
+    extra = ""
+    if name.startswith("jax"):
+      extra = (f"  compile {compile_s:.1f}s  first call {first[name]:.2f}s  peak mem {memory[name]:.0f} MiB"
+               f"  {flops / 1e9:.1f} GFLOP/step  {flops / med / 1e9:.1f} GFLOP/s")
+    spread = f"[{batch / max(times[name]):.1f}-{batch / min(times[name]):.1f}]"
+    print(f"{name:12s} {rates[name]:8.1f} img/s {spread}{extra}")
+  for mode in ("train", "eval"):
+    if f"jax_{mode}" in rates and f"torch_{mode}" in rates:
+      ratios = [t / j for j, t in zip(times[f"jax_{mode}"], times[f"torch_{mode}"])]
+      print(f"ratio {mode}: JAX/torch = {rates[f'jax_{mode}'] / rates[f'torch_{mode}']:.2f}x "
+            f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+def single_model() -> None:
+  modes = ["train", "eval"] if _MODE.value == "both" else [_MODE.value]
+  cfg = model_config()
+  model = registry.build_model(cfg, _CLASSES.value)
+  print(f"{_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} width={_WIDTH.value} "
+        f"dtype={_DTYPE.value} conv={cfg.get('conv')} pool={cfg.get('pool', 'reference')} "
+        f"backend={jax.default_backend()} XLA_FLAGS={xla_flags.os.environ.get('XLA_FLAGS', '')!r}")
+  contenders = jax_contenders(model, modes)
+  first = warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
+  memory = {k: peak_memory_mb() for k in contenders}
+  if _VS_TORCH.value:
+    torch_side = torch_contenders(modes)
+    warm_up({k: v[0] for k, v in torch_side.items()}, _WARMUP.value)
+    contenders.update(torch_side)
+  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value)
+  report(contenders, times, first, _BATCH.value, memory)
+  print(f"load average: {load_average()}")
+
+
+def population_contenders(model, ks: list[int]) -> dict:
+  """{'K=k': (step, compile_s, flops)} for population.py's vmapped train step."""
+  from jax_resnets.training import population  # pylint: disable=g-import-not-at-top
+  pop = population.Population(model, optax.sgd(0.01, momentum=0.9), (_IMAGE.value,) * 2 + (3,))
+  out = {}
+  for k in ks:
+    state = [pop.init(list(range(k)), [0.0] * k)]
+    one = random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value)
+    batch = {n: jnp.asarray(np.stack([one[n]] * k)) for n in ("image", "label")}
+    compiled, seconds, flops = compile_fn(pop.train_step, state[0], batch, 0)
+
+    def step(compiled=compiled, state=state, batch=batch):
+      state[0], metrics = compiled(state[0], batch, 0)
+      return jax.block_until_ready(metrics)
+    out[f"K={k}"] = (step, seconds, flops)
+  return out
+
+
+def population_bench() -> None:
+  ks = [int(k) for k in _POPULATION.value]
+  model = registry.build_model(model_config(), _CLASSES.value)
+  print(f"population: {_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} "
+        f"width={_WIDTH.value} dtype={_DTYPE.value}, K in {ks}")
+  contenders = population_contenders(model, ks)
+  warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
+  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value)
+  base = statistics.median(times[f"K={ks[0]}"]) / ks[0]
+  for k in ks:
+    med = statistics.median(times[f"K={k}"])
+    _, compile_s, flops = contenders[f"K={k}"]
+    print(f"K={k:<3d} {med * 1e3:8.1f} ms/step  {k * _BATCH.value / med:8.1f} img/s (all models)  "
+          f"cost per model {med / k / base:.2f}x K={ks[0]}  K runs' worth: {med / (k * base):.2f}  "
+          f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s")
+  print(f"load average: {load_average()}")
+
+
+def main(argv):
+  del argv
+  if _POPULATION.value:
+    population_bench()
+  else:
+    single_model()
+
+
+def dashes_to_underscores(argv: list[str]) -> list[str]:
+  """Accepts `--vs-torch` as well as absl's `--vs_torch`."""
+  return [re.sub(r"^--([\w-]+)", lambda m: "--" + m.group(1).replace("-", "_"), a) for a in argv]
+
+
+if __name__ == "__main__":
+  main(FLAGS(dashes_to_underscores(sys.argv)))

@@ -1,0 +1,120 @@
+"""Benchmark-only PyTorch ResNet (torchvision's module layout), timed against ours by `bench.py`.
+
+Imported only by `python -m jax_resnets.bench --vs-torch`; the training path never imports
+torch. torchvision is not installable here, so this mirrors `torchvision.models.resnet`
+(BasicBlock / Bottleneck v1.5) plus the CIFAR stem our `ResNet(stem='cifar')` uses.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+               152: (3, 8, 36, 3)}
+
+
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.relu = nn.ReLU(inplace=True)
+    self.downsample = downsample
+
+  def forward(self, x):
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+  expansion = 4
+
+  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.relu = nn.ReLU(inplace=True)
+    self.downsample = downsample
+
+  def forward(self, x):
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+  """torchvision ResNet; `stem='cifar'` = 3x3/1 conv1 and no max-pool (as our flax ResNet)."""
+
+  def __init__(self, depth: int = 18, num_classes: int = 1000, width: int = 64, stem: str = "imagenet"):
+    super().__init__()
+    block = BasicBlock if depth < 50 else Bottleneck
+    self.inplanes = width
+    if stem == "imagenet":
+      self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+      self.maxpool = nn.MaxPool2d(3, 2, 1)
+    else:
+      self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+      self.maxpool = nn.Identity()
+    self.bn1 = nn.BatchNorm2d(width)
+    self.relu = nn.ReLU(inplace=True)
+    for i, n in enumerate(STAGE_SIZES[depth]):
+      setattr(self, f"layer{i + 1}", self._make_layer(block, width * 2**i, n, 1 if i == 0 else 2))
+    self.avgpool = nn.AdaptiveAvgPool2d(1)
+    self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
+
+  def _make_layer(self, block, planes: int, blocks: int, stride: int):
+    downsample = None
+    if stride != 1 or self.inplanes != planes * block.expansion:
+      downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes * block.expansion))
+    layers = [block(self.inplanes, planes, stride, downsample)]
+    self.inplanes = planes * block.expansion
+    layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def steps(depth: int, stem: str, width: int, num_classes: int, batch: int, image: int,
+          channels_last: bool = False, dtype: str = "float32", seed: int = 0) -> tuple[Callable, Callable]:
+  """(train_step, eval_step) closures on one fixed random batch: SGD momentum 0.9, cross-entropy.
+
+  bfloat16: autocast on CPU (weights stay float32), as our `model.dtype=bfloat16`.
+  """
+  torch.manual_seed(seed)
+  fmt = torch.channels_last if channels_last else torch.contiguous_format
+  model = ResNet(depth, num_classes, width, stem).to(memory_format=fmt)
+  x = torch.randn(batch, 3, image, image).to(memory_format=fmt)
+  y = torch.randint(0, num_classes, (batch,))
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+  def train_step():
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    with autocast():
+      loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+  def eval_step():
+    model.eval()
+    with torch.inference_mode(), autocast():
+      return model(x).float().sum().item()
+
+  return train_step, eval_step
