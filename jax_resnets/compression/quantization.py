@@ -19,6 +19,7 @@ a negligible error), and layer outputs are not quantized separately from the nex
 """
 from typing import Callable
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -119,20 +120,21 @@ def _is_quantized_layer(context) -> bool:
 
 
 def calibrate(apply_fn: Callable, variables, images) -> dict:
-  """{layer path: (min, max)} of the inputs of every conv/dense layer over `images` (eager)."""
-  ranges = {}
+  """{layer path: [min, max]} of the inputs of every conv/dense layer over `images`.
 
+  Pure and jit-able (the ranges are sown into a collection by a method interceptor), so a
+  population is calibrated with one vmapped call.
+  """
   def record(next_fun, args, kwargs, context):
     if _is_quantized_layer(context):
-      name = "/".join(context.module.path)
-      x = np.asarray(args[0])
-      lo, hi = ranges.get(name, (np.inf, -np.inf))
-      ranges[name] = (min(lo, float(x.min())), max(hi, float(x.max())))
+      x = args[0]
+      context.module.sow("activation_ranges", "range", jnp.stack([jnp.min(x), jnp.max(x)]).astype(jnp.float32))
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    apply_fn(variables, images, train=False)
-  return {k: np.array(v, np.float32) for k, v in ranges.items()}
+    _, state = apply_fn(variables, images, train=False, mutable=["activation_ranges"])
+  flat = flax.traverse_util.flatten_dict(state["activation_ranges"], sep="/")
+  return {k[:-len("/range")]: v[0] for k, v in flat.items()}
 
 
 def fixed_point_apply(apply_fn: Callable) -> Callable:

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jax_resnets.models import face_nets, handmade_conv, phinet, resnet
+from jax_resnets.models import face_nets, handmade_conv, mla_adapter, phinet, resnet, vit_hybrid
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.conv: "xla" = nn.Conv (lax.conv_general_dilated); "handmade" = im2col + one matmul.
@@ -24,7 +24,22 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_
                          **phinet_kwargs(model_cfg.get("phinet") or {}))
   if name == "face_net":  # model.block/channels/depths/strides/dropout/se/... (models/face_nets.py).
     return face_nets.from_config(model_cfg, num_classes, bn_axis_name, DTYPES[model_cfg.get("dtype", "float32")])
-  raise ValueError(f"model.name: unknown model {name!r} (known: resnet, phinet, face_net)")
+  if name in ("vit_hybrid", "mla_adapter"):  # ResNet stages + attention (models/vit_hybrid.py, mla_adapter.py).
+    return attention_variant(model_cfg, num_classes, bn_axis_name)
+  raise ValueError(f"model.name: unknown model {name!r} (known: resnet, phinet, face_net, vit_hybrid, mla_adapter)")
+
+
+def attention_variant(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None):
+  """ViT hybrid (model.vit_dim/vit_depth/vit_heads/vit_stages) or MLA adapter (model.mla_*)."""
+  common = dict(num_classes=num_classes, depth=model_cfg.depth, width=model_cfg.width, stem=model_cfg.stem,
+                dtype=DTYPES[model_cfg.dtype])
+  if model_cfg.name == "vit_hybrid":
+    return vit_hybrid.ViTHybrid(num_stages=model_cfg.get("vit_stages", 3), dim=model_cfg.get("vit_dim", 64),
+                                encoder_depth=model_cfg.get("vit_depth", 2), heads=model_cfg.get("vit_heads", 4),
+                                bn_axis_name=bn_axis_name, **common)
+  return mla_adapter.MLAAdapterNet(num_stages=model_cfg.get("mla_stages", 4), dim=model_cfg.get("mla_dim", 64),
+                                   heads=model_cfg.get("mla_heads", 4), kv_rank=model_cfg.get("mla_kv_rank", 16),
+                                   q_rank=model_cfg.get("mla_q_rank", 0), **common)
 
 
 def phinet_kwargs(phinet_cfg) -> dict:

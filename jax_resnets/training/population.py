@@ -16,6 +16,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,6 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jax_resnets.compression import pruning
+from jax_resnets.config_lib import ConfigError
 from jax_resnets.data import pipeline
 from jax_resnets.training import optim, steps
 from jax_resnets.training.loop import NonFiniteLoss
@@ -71,6 +73,10 @@ class Population:
   image_shape: tuple[int, int, int]
   prune_cfg: ml_collections.ConfigDict | None = None
   label_smoothing: float = 0.0
+  # {'params': ..., 'batch_stats': ...} with a leading model axis, overlaid on model k's fresh
+  # variables under `pretrained_prefix` (model k gets entry k mod its length): a frozen backbone.
+  pretrained: dict | None = None
+  pretrained_prefix: str = "backbone"
 
   def __post_init__(self):
     self.train_step = jax.jit(jax.vmap(self._model_step, in_axes=(0, 0, None)), donate_argnums=0)
@@ -89,9 +95,30 @@ class Population:
     Keys use the 'rbg' PRNG (XLA RngBitGenerator): compiling a ResNet init with threefry
     took 43-72 s on the shared 2-core CPU against 15 s with rbg (BUILD_NOTES_cie.md).
     """
-    states = [self._init(jax.random.key(int(s), impl="rbg"), jnp.float32(f))
-              for s, f in zip(seeds, final_sparsity)]
+    states = [self._overlay(self._init(jax.random.key(int(s), impl="rbg"), jnp.float32(f)), k)
+              for k, (s, f) in enumerate(zip(seeds, final_sparsity))]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+  def _overlay(self, state: PopulationState, k: int) -> PopulationState:
+    """Copies pretrained model k's variables into `state`; keys the model lacks (e.g. a stage it
+    does not use) are skipped, a shape mismatch or no match at all is a ConfigError."""
+    if not self.pretrained:
+      return state
+    new, matched = {}, 0
+    for collection in ("params", "batch_stats"):
+      flat = flax.traverse_util.flatten_dict(getattr(state, collection), sep="/")
+      src = flax.traverse_util.flatten_dict(self.pretrained.get(collection, {}), sep="/")
+      for key, value in src.items():
+        target = f"{self.pretrained_prefix}/{key}"
+        if target in flat and flat[target].shape != value.shape[1:]:
+          raise ConfigError(f"config error: pretrained {collection}/{key} has shape {value.shape[1:]}, the "
+                            f"model's {target} {flat[target].shape} (model.width/depth differ from the checkpoint's)")
+        if target in flat:
+          flat[target], matched = jnp.asarray(value[k % value.shape[0]]), matched + 1
+      new[collection] = flax.traverse_util.unflatten_dict(flat, sep="/")
+    if not matched:
+      raise ConfigError(f"config error: no pretrained variable matches the model's {self.pretrained_prefix}/*")
+    return state.replace(params=new["params"], batch_stats=new["batch_stats"])
 
   def _model_step(self, st: PopulationState, batch: dict, step):
     """One step of one model; `step` (shared, unbatched) = steps completed so far."""
@@ -132,9 +159,35 @@ def shard_models(tree, num_models: int):
   return jax.device_put(tree, sharding)
 
 
-def population_batches(ds_cfg: ml_collections.ConfigDict, batch_size: int, seeds: Sequence[int]):
-  """Infinite iterator of {'image': [K, B, H, W, C], 'label': [K, B]}: one grain stream per seed."""
-  iters = [pipeline.train_iterator(ds_cfg, batch_size, int(s)) for s in seeds]
+@dataclasses.dataclass(frozen=True)
+class Subset:
+  """Rows `indices` of a random-access source (e.g. the training folds of k-fold CV); picklable."""
+  source: Any
+  indices: tuple
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.source[self.indices[index]]
+
+
+def subset_iterator(ds_cfg: ml_collections.ConfigDict, source, batch_size: int, seed: int):
+  """pipeline.train_iterator's recipe (shuffle, repeat, preprocess + augment, batch) over `source`."""
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  ds = ds.random_map(pipeline._preprocess(ds_cfg, train=True), seed=seed)  # pylint: disable=protected-access
+  return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+
+
+def population_batches(ds_cfg: ml_collections.ConfigDict, batch_size: int, seeds: Sequence[int], source=None):
+  """Infinite iterator of {'image': [K, B, H, W, C], 'label': [K, B]}: one grain stream per seed.
+
+  `source`: train on these rows instead of `dataset.train_split` (k-fold cross-validation).
+  """
+  if source is None:
+    iters = [pipeline.train_iterator(ds_cfg, batch_size, int(s)) for s in seeds]
+  else:
+    iters = [subset_iterator(ds_cfg, source, batch_size, int(s)) for s in seeds]
   while True:
     batches = [next(it) for it in iters]
     yield {k: np.stack([b[k] for b in batches]) for k in ("image", "label")}
@@ -146,10 +199,10 @@ def variables_of(state: PopulationState) -> dict:
 
 def train(pop: Population, ds_cfg: ml_collections.ConfigDict, seeds: Sequence[int], final_sparsity: float,
           total_steps: int, batch_size: int, log: Callable[[int, dict], None] | None = None,
-          log_every: int = 50) -> PopulationState:
+          log_every: int = 50, source=None) -> PopulationState:
   """Trains len(seeds) models together for `total_steps`; `log(step, {name: [K] values})`."""
   state = shard_models(pop.init(seeds, [final_sparsity] * len(seeds)), len(seeds))
-  batches, buffer = population_batches(ds_cfg, batch_size, seeds), []
+  batches, buffer = population_batches(ds_cfg, batch_size, seeds, source), []
   for step in range(total_steps):
     batch = shard_models(next(batches), len(seeds))
     state, metrics = pop.train_step(state, batch, step)

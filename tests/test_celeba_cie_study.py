@@ -1,0 +1,127 @@
+"""The CIE study end to end on the synthetic CelebA twin (tiny), and its numbers recomputed
+from predictions.csv with plain numpy."""
+import csv
+import glob
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jax_resnets import config_lib, studies
+from jax_resnets.data import celeba, sources
+
+LEVEL = "prune_0.99"
+
+
+def load_config(arg: str):
+  spec = importlib.util.spec_from_file_location("celeba_cie_config", "configs/celeba_cie.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config():
+  config = load_config("smoke")
+  config.dataset.synthetic_sizes = {"train": 64, "test": 80}
+  config.model.width = 4
+  config.batch_size = 8
+  config.num_train_steps = 10
+  config.log_every_steps = 5
+  config.pruning.update(begin_step=2, end_step=8, frequency=2)
+  config.cie.update(num_seeds=2, calibration_examples=8, taxicab_top_fraction=0.2)
+  return config
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("cie"))
+  config = tiny_config()
+  return config, workdir, studies.run(config, workdir)
+
+
+def test_smoke_config_keeps_every_level():
+  config = load_config("smoke")
+  assert tuple(config.cie.sparsities) == (0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+  assert len(config.cie.quantization) == 4 and config.dataset.synthetic
+  with pytest.raises(ValueError, match="unknown argument"):
+    load_config("smok")
+
+
+def test_study_writes_all_outputs(study):
+  config, workdir, results = study
+  for name in ("report.md", "predictions.csv", "results.json", "subgroup_rates.png", "cie_fraction.png", "cie_grid.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  levels = list(results["levels"])
+  assert levels == ["baseline", "prune_0.3", "prune_0.5", "prune_0.7", "prune_0.9", "prune_0.95", "prune_0.99",
+                    "float16", "bfloat16", "int8_hybrid", "int8_fixed"]
+  # TensorBoard curves for every trained model.
+  for level in levels[:7]:
+    for seed in (0, 1):
+      assert glob.glob(os.path.join(workdir, "tensorboard", level, f"seed_{seed}", "events.out.tfevents.*")), (level, seed)
+  # Achieved sparsity within 1% of every target.
+  for level in levels[1:7]:
+    meta = results["levels"][level]
+    assert abs(meta["achieved_sparsity"] - meta["sparsity"]) < 0.01, (level, meta["achieved_sparsity"])
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert set(json.load(f)["analysis"]) == set(levels)
+
+
+def read_predictions(path):
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  header = rows[0]
+  data = np.array(rows[1:], np.int64)
+  return {name: data[:, i] for i, name in enumerate(header)}, header
+
+
+def report_cell(report: str, section: str, row: str, column: str) -> str:
+  """The cell (row, column) of the first markdown table after the line starting with `section`."""
+  lines = report.splitlines()
+  start = next(i for i, l in enumerate(lines) if l.startswith(section))
+  table = [l for l in lines[start:] if l.startswith("|")]
+  header = [c.strip() for c in table[0].strip("|").split("|")]
+  for line in table[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if cells[0] == row:
+      return cells[header.index(column)]
+  raise KeyError(row)
+
+
+def test_report_numbers_recomputed_from_predictions(study):
+  _, workdir, results = study
+  cols, header = read_predictions(os.path.join(workdir, "predictions.csv"))
+  population = lambda level: np.stack([cols[h] for h in header if h.startswith(f"pred/{level}/")])
+  # Modal label by counting votes; ties -> 0 (the documented rule).
+  modal = lambda p: (2 * p.sum(0) > p.shape[0]).astype(int)
+  cie_count = int(np.sum(modal(population("baseline")) != modal(population(LEVEL))))
+  with open(os.path.join(workdir, "report.md")) as f:
+    report = f.read()
+  assert int(report_cell(report, "## Levels", LEVEL, "modal CIE")) == cie_count
+  assert results["analysis"][LEVEL]["cie"]["modal"]["count"] == cie_count
+
+  female = cols["Male"] == 0
+  positives = female & (cols["label"] == 1)
+  assert np.array_equal(cols["label"], cols["Blond_Hair"]) and positives.any()
+  fnr = np.mean([np.sum(p[positives] == 0) / positives.sum() for p in population(LEVEL)])
+  assert report_cell(report, "## False-negative rate", LEVEL, "not Male") == f"{100 * fnr:.2f}"
+  assert abs(results["analysis"][LEVEL]["subgroups"]["not Male"]["fnr"] - fnr) < 1e-12
+
+
+def test_predictions_match_the_twin(study):
+  config, workdir, _ = study
+  cols, header = read_predictions(os.path.join(workdir, "predictions.csv"))
+  source = sources.make_source(config.dataset, "test")
+  assert len(cols["id"]) == len(source) == 80
+  for i in (0, 37, 79):
+    element = source[int(cols["id"][i])]
+    assert [cols[a][i] for a in celeba.ATTRIBUTES] == element["attributes"].tolist()
+  assert sum(h.startswith("pred/") for h in header) == 11 * 2
+
+
+def test_bad_config_value_is_one_config_error(tmp_path):
+  config = tiny_config()
+  config.pruning.end_step = 10_000
+  with pytest.raises(config_lib.ConfigError, match="pruning.end_step"):
+    studies.run(config, str(tmp_path))
