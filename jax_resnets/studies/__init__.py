@@ -5,12 +5,13 @@ import ml_collections
 
 from jax_resnets import config_lib
 from jax_resnets.training import distributed
-from jax_resnets.studies import classification, faces, hierarchy
+from jax_resnets.studies import celeba_cie, classification, faces, hierarchy
 
 STUDIES = {
     "classification": classification.run,
     "hierarchy": hierarchy.run,
     "faces": faces.run,
+    "celeba_cie": celeba_cie.run,
 }
 
 
