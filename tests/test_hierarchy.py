@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import re
 
 import jax
 import jax.numpy as jnp
@@ -185,6 +186,8 @@ def test_synthetic_smoke_runs_all_stages_and_reports(tmp_path):
   assert json.loads((tmp_path / "results.json").read_text())["stages"]["stage3"]["from_workdir"] == str(
       tmp_path / "stage2")
   assert len(json.loads((tmp_path / "hierarchy.json").read_text())) == 20
+  # A stage run on its own reports the chain it finds through init.from_workdir.
+  assert list(study.stage_chain(str(tmp_path / "stage3"))) == ["stage1", "stage2", "stage3"]
   states = {s: study.latest_state(str(tmp_path / s))[0] for s in study.STAGES}
   # Stages 2-3 start from the previous stage and train only the head: the backbone (params and
   # BN statistics) of stage 3 is stage 1's, bit for bit; the parent classifier kept training.
@@ -203,3 +206,18 @@ def test_synthetic_smoke_runs_all_stages_and_reports(tmp_path):
   assert all(np.array_equal(c_init[k], c2[k]) for k in c2)
   c3 = _leaves(states["stage3"]["params"], "head/child")
   assert any(not np.array_equal(c2[k], c3[k]) for k in c2)
+
+
+def test_config_errors_name_the_key(tmp_path):
+  study.validate(cifar100_hierarchy.get_config("synthetic"))
+  edits = ((lambda c: c.hierarchy.update(stage="stage4"), "config error: hierarchy.stage='stage4'"),
+           (lambda c: c.model.phinet.update(alfa=1.0), "config error: model.phinet=['alfa']"),
+           (lambda c: c.head.update(name="hierarchy"), "config error: head.name='hierarchy'"),
+           (lambda c: c.hierarchy.update(grouping="contiguous"), "config error: hierarchy.num_parents=0"))
+  for edit, message in edits:
+    config = cifar100_hierarchy.get_config("synthetic")
+    edit(config)
+    with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+      study.validate(config)
+  with pytest.raises(config_lib.ConfigError, match="init.from_workdir=.* has no checkpoint"):
+    study.init_from_workdir(None, str(tmp_path))

@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 from jax_resnets import config_lib, models
 from jax_resnets.data import sources
 from jax_resnets.evaluation import hierarchy as hier
-from jax_resnets.models import heads
+from jax_resnets.models import heads, phinet
 from jax_resnets.training import loop, optim, steps
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -69,6 +69,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         (config.dataset.mixup_alpha, config.dataset.cutmix_alpha), "hierarchy losses need hard labels: set 0")
   check(config.model.name in ("resnet", "phinet"), "model.name", config.model.name, "known: resnet, phinet")
   if config.model.name == "phinet":
+    fields = set(phinet.PhiNet.__dataclass_fields__) - {"num_classes", "dtype", "bn_axis_name", "parent", "name"}
+    unknown = sorted(set(config.model.phinet) - fields)
+    check(not unknown, "model.phinet", unknown, f"unknown fields; known: {', '.join(sorted(fields))}")
     check(config.model.phinet.num_layers >= 3, "model.phinet.num_layers", config.model.phinet.num_layers,
           "must be >= 3 (blocks 1-3 are fixed)")
 
@@ -188,7 +191,8 @@ def init_from_workdir(state, workdir: str):
     raise config_lib.ConfigError(f"config error: init.from_workdir={workdir!r}: no parameter matches this model")
   logging.info("Initialised %d of %d parameter arrays from %s (step %d).", n_params,
                len(jax.tree.leaves(state.params)), workdir, step)
-  return state.replace(params=params, batch_stats=batch_stats, opt_state=state.tx.init(params))
+  # jit: one compile instead of one per parameter shape (eager optax init).
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=jax.jit(state.tx.init)(params))
 
 
 def merge(target, saved) -> tuple[object, int]:
