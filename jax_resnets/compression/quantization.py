@@ -12,8 +12,8 @@ Methods (`METHODS`), applied to a trained model's variables:
     zero_point = round(-128 - min / scale), q = clip(round(x / scale) + zero_point, -128, 127).
 Rounding is half away from zero, as TFLite's `std::round`. With `fold_batchnorm` (default,
 as the TFLite converter does) a conv kernel is first folded with its BN's per-channel factor
-gamma / sqrt(var + eps), the folded kernel is quantized, and the factor is divided out again,
-so the unchanged model (conv -> BN) computes conv(x, Q(w * f)) * ... exactly as the folded graph.
+gamma / sqrt(var + eps), the folded kernel is quantized, and the factor is divided out again:
+the unchanged model (conv with Q(w * f) / f, then BN) computes what the folded, quantized graph does.
 Simplifications (see BUILD_NOTES): biases stay float (TFLite: int32 with scale s_in * s_w,
 a negligible error), and layer outputs are not quantized separately from the next layer's input.
 """
@@ -23,7 +23,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jax_resnets.compression import pruning
 
