@@ -31,6 +31,7 @@ def tiny_config():
   config.log_every_steps = 5
   config.pruning.update(begin_step=2, end_step=8, frequency=2)
   config.cie.update(num_seeds=2, calibration_examples=8, taxicab_top_fraction=0.2)
+  config.cv_folds = 2  # Reuses the compiled programs: cheap.
   return config
 
 
@@ -66,6 +67,10 @@ def test_study_writes_all_outputs(study):
     assert abs(meta["achieved_sparsity"] - meta["sparsity"]) < 0.01, (level, meta["achieved_sparsity"])
   with open(os.path.join(workdir, "results.json")) as f:
     assert set(json.load(f)["analysis"]) == set(levels)
+  cv = results["cv"]
+  assert cv["folds"] == 2 and len(cv["accuracy"]) == 2 and all(0 <= a <= 1 for a in cv["accuracy"])
+  with open(os.path.join(workdir, "report.md")) as f:
+    assert "## Baseline k-fold cross-validation" in f.read()
 
 
 def read_predictions(path):
