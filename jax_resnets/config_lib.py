@@ -84,3 +84,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.num_epochs > 0 or config.num_train_steps > 0, "num_epochs", config.num_epochs,
          "must be positive (or set num_train_steps)")
   _check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")
+  if config.get("init") and config.init.get("checkpoint"):  # A missing weights file fails before model init.
+    from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top (import cycle)
+    torchvision_import.resolve(config.init.checkpoint, m.depth)

@@ -213,16 +213,26 @@ def to_torchvision(variables: dict) -> dict[str, np.ndarray]:
 
 
 def write_random_checkpoint(path: str, depth: int, width: int, num_classes: int = 1000, seed: int = 0) -> str:
-  """A randomly initialised ResNet saved as a torchvision-layout `.safetensors` (no torch).
+  """A random ResNet in torchvision's layout as `.safetensors` (no torch, no compilation).
 
-  Stands in for ImageNet weights in offline smoke runs (see configs/cifar100_transfer_grid.py).
+  Stands in for ImageNet weights in offline smoke runs (see configs/cifar100_transfer_grid.py):
+  He-normal convs, small random head, identity BN (scale 1, bias 0, mean 0, var 1).
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   from jax_resnets.models import resnet  # pylint: disable=g-import-not-at-top
   model = resnet.ResNet(depth=depth, num_classes=num_classes, width=width)
-  variables = model.init(jax.random.key(seed), np.zeros((1, 32, 32, 3), np.float32))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  rng = np.random.default_rng(seed)
+  fill = {"scale": np.ones, "var": np.ones, "bias": np.zeros, "mean": np.zeros}
+  flat = {}
+  for key, leaf in flax.traverse_util.flatten_dict(dict(shapes)).items():
+    if key[-1] == "kernel":  # fan_out as the model's own init (HWIO: kh * kw * out).
+      fan = leaf.shape[-1] * (np.prod(leaf.shape[:2]) if len(leaf.shape) == 4 else 1)
+      flat[key] = rng.normal(0.0, np.sqrt(2.0 / fan), leaf.shape).astype(np.float32)
+    else:
+      flat[key] = fill[key[-1]](leaf.shape, np.float32)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  save_file(to_torchvision(dict(variables)), path)
+  save_file(to_torchvision(flax.traverse_util.unflatten_dict(flat)), path)
   return path
 
 
