@@ -25,7 +25,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_classes=0,  # > 0 overrides the class count of faces (synthetic) / image_folder.
       mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
   config.model = ml_collections.ConfigDict(dict(
-      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="xla"))
+      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="xla",
+      pool="reference"))  # conv: xla|handmade|auto, pool: reference|fast (models/fast_ops.py, same values).
   config.optim = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
       schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,
@@ -62,7 +63,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(m.stem in ("imagenet", "cifar"), "model.stem", m.stem, "must be 'imagenet' or 'cifar'")
   _check(m.width > 0, "model.width", m.width, "must be positive")
   _check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
-  _check(m.get("conv", "xla") in ("xla", "handmade"), "model.conv", m.get("conv"), "must be 'xla' or 'handmade'")
+  _check(m.get("conv", "xla") in ("xla", "handmade", "auto"), "model.conv", m.get("conv"),
+         "must be 'xla', 'handmade' or 'auto'")
+  _check(m.get("pool", "reference") in ("reference", "fast"), "model.pool", m.get("pool"),
+         "must be 'reference' or 'fast'")
   names = resnet.block_names(m.depth)
   for block in m.disabled_skips:
     _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")

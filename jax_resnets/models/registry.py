@@ -4,11 +4,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jax_resnets.models import face_nets, handmade_conv, mla_adapter, phinet, resnet, vit_hybrid
+from jax_resnets.models import face_nets, fast_ops, handmade_conv, mla_adapter, phinet, resnet, vit_hybrid
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.conv: "xla" = nn.Conv (lax.conv_general_dilated); "handmade" = im2col + one matmul.
-CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv}
+# "auto": nn.Conv's values, im2col + matmul only where XLA:CPU's conv is slow (models/fast_ops.py).
+CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv, "auto": fast_ops.AutoConv}
+# model.pool: the ImageNet stem's max-pool; "fast" has equal values and a scatter-free backward.
+POOLS = {"reference": resnet.max_pool_3x3_s2, "fast": fast_ops.max_pool_3x3_s2}
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None):
@@ -18,7 +21,8 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_
     return resnet.ResNet(
         depth=model_cfg.depth, num_classes=num_classes, stem=model_cfg.stem, width=model_cfg.width,
         disabled_skips=tuple(model_cfg.get("disabled_skips", ())), dtype=DTYPES[model_cfg.dtype],
-        bn_axis_name=bn_axis_name, conv=CONVS[model_cfg.get("conv", "xla")])
+        bn_axis_name=bn_axis_name, conv=CONVS[model_cfg.get("conv", "xla")],
+        pool=POOLS[model_cfg.get("pool", "reference")])
   if name == "phinet":  # model.phinet: alpha, beta, t_zero, num_layers, ... (models/phinet.py).
     return phinet.PhiNet(num_classes=num_classes, dtype=DTYPES[model_cfg.dtype], bn_axis_name=bn_axis_name,
                          **phinet_kwargs(model_cfg.get("phinet") or {}))

@@ -127,6 +127,7 @@ class ResNet(nn.Module):
     dtype: compute dtype (params stay float32).
     bn_axis_name: mapped axis over which BN statistics are averaged (sync BN).
     conv: conv module class (nn.Conv, or the handmade one).
+    pool: the stem's 3x3/2 max-pool (`max_pool_3x3_s2`, or models/fast_ops.py's equal one).
   """
   depth: int = 18
   num_classes: int = 1000
@@ -137,6 +138,7 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   bn_momentum: float = 0.9
   conv: ModuleDef = nn.Conv
+  pool: Callable = max_pool_3x3_s2
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -146,7 +148,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
       x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
-      x = max_pool_3x3_s2(nn.relu(norm(name="bn1")(x)))
+      x = self.pool(nn.relu(norm(name="bn1")(x)))
     elif self.stem == "cifar":
       x = nn.relu(norm(name="bn1")(conv(self.width, (3, 3), padding=pad(3), name="conv1")(x)))
     else:

@@ -1,0 +1,112 @@
+"""CPU-fast equivalents of ResNet pieces: same forward values, same parameters, cheaper gradients.
+
+Measured in BUILD_NOTES_perf.md (`python -m jax_resnets.bench ...`); tests/test_perf_equivalence.py
+checks each against the reference op (values and gradients).
+
+* `max_pool_3x3_s2`: torchvision's MaxPool2d(3, 2, padding=1). The forward is `nn.max_pool`
+  itself (bitwise equal); the backward replaces XLA:CPU's select-and-scatter (95 ms at the
+  64x64 ResNet-18 stem, b64, against torch's 5.7 ms) by nine strided compares and one fused
+  sum of interior-padded arrays. Ties go to the first maximum in raster order of the window,
+  as XLA's select-and-scatter (`>=` select) and torch do.
+* `AutoConv`: `nn.Conv`'s parameters and call signature; per call it picks the formulation
+  that is fast on XLA:CPU for that shape: the im2col + one matmul of `handmade_conv` for
+  k x k convs whose output map is at most `small_map` pixels a side (XLA:CPU turns those into
+  a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps) and for the stem
+  (few input channels: the backward is a single [k*k*C, N*H*W] x [N*H*W, F] matmul), else
+  `lax.conv_general_dilated` (what `nn.Conv` computes).
+"""
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jax_resnets.models import handmade_conv
+
+_POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
+
+
+def _reference_pool(x: jax.Array) -> jax.Array:
+  return nn.max_pool(x, (_POOL_WINDOW,) * 2, (_POOL_STRIDE,) * 2, padding=((_POOL_PAD,) * 2,) * 2)
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """NHWC max-pool 3x3, stride 2, padding 1 (-inf), with a scatter-free backward."""
+  return _reference_pool(x)
+
+
+def _pool_fwd(x):
+  y = _reference_pool(x)
+  return y, (x, y)
+
+
+def _window_views(xp: jax.Array, out_hw: tuple[int, int]):
+  """Yields ((di, dj), view): xp[:, di + 2i, dj + 2j, :] for every window offset, raster order."""
+  n, _, _, c = xp.shape
+  ho, wo = out_hw
+  for di in range(_POOL_WINDOW):
+    for dj in range(_POOL_WINDOW):
+      end = (n, di + _POOL_STRIDE * (ho - 1) + 1, dj + _POOL_STRIDE * (wo - 1) + 1, c)
+      yield (di, dj), lax.slice(xp, (0, di, dj, 0), end, (1, _POOL_STRIDE, _POOL_STRIDE, 1))
+
+
+def _pool_bwd(residuals, dy):
+  """dx: dy routed to the first maximum of each window; the 9 routes summed in one fusion."""
+  x, y = residuals
+  p = _POOL_PAD
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  hp, wp = xp.shape[1:3]
+  ho, wo = y.shape[1:3]
+  taken = jnp.zeros(y.shape, bool)
+  dxp = jnp.zeros(xp.shape, dy.dtype)
+  for (di, dj), view in _window_views(xp, (ho, wo)):
+    first = (view == y) & ~taken
+    taken = taken | first
+    g = jnp.where(first, dy, jnp.zeros((), dy.dtype))
+    # Transpose of the strided slice: interior padding puts g[i, j] at (di + 2i, dj + 2j).
+    hi_h, hi_w = hp - di - _POOL_STRIDE * (ho - 1) - 1, wp - dj - _POOL_STRIDE * (wo - 1) - 1
+    dxp = dxp + lax.pad(g, jnp.zeros((), dy.dtype),
+                        ((0, 0, 0), (di, hi_h, _POOL_STRIDE - 1), (dj, hi_w, _POOL_STRIDE - 1), (0, 0, 0)))
+  return (dxp[:, p:hp - p, p:wp - p, :],)
+
+
+max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
+
+
+# Output maps at most this many pixels a side use im2col + matmul (measured: BUILD_NOTES_perf.md).
+SMALL_MAP = 2
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
+                   dimension_numbers, small_map: int = SMALL_MAP) -> bool:
+  """True for a 2-D NHWC conv, k > 1, no input dilation, whose output map is <= small_map a side."""
+  if len(lhs_shape) != 4 or max(rhs_shape[:2]) == 1 or any(d != 1 for d in (lhs_dilation or (1, 1))):
+    return False
+  if lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC) != lax.conv_dimension_numbers(
+      lhs_shape, rhs_shape, dimension_numbers):
+    return False
+  dilation = tuple(rhs_dilation or (1, 1))
+  pads = handmade_conv.explicit_padding(padding, lhs_shape[1:3], rhs_shape[:2], tuple(window_strides), dilation)
+  out = [(n + lo + hi - (k - 1) * d - 1) // s + 1
+         for n, (lo, hi), k, s, d in zip(lhs_shape[1:3], pads, rhs_shape[:2], window_strides, dilation)]
+  return max(out) <= small_map
+
+
+def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                              dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """`lax.conv_general_dilated`, or `handmade_conv.conv2d` where `prefers_matmul` (same values)."""
+  if not kwargs and prefers_matmul(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
+                                   dimension_numbers):
+    return handmade_conv.conv2d(lhs, rhs, tuple(window_strides), padding, tuple(rhs_dilation or (1, 1)),
+                                feature_group_count, precision)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision, **kwargs)
+
+
+class AutoConv(nn.Conv):
+  """`nn.Conv` (same parameters) whose convolution is `auto_conv_general_dilated`."""
+  conv_general_dilated: Any = auto_conv_general_dilated
