@@ -10,8 +10,11 @@ the residual connections of `layer3.0` and `layer4.1` (as the study; change with
 `--config.model.disabled_skips="('layer2.0',)"`): the pretrained `layer3.0.downsample`
 tensors are then unused and skipped by the import. Weights: `resnet152-394f9c45.pth` in
 `$JAX_RESNETS_WEIGHTS` (see configs/cifar100_transfer_grid.py). Add `synthetic` (e.g.
-`:no_skips,synthetic`) for an offline smoke run with a tiny ResNet-18 and stand-in weights
-that the grid runner writes (`prepare`).
+`:no_skips,synthetic`) for an offline smoke run with a tiny ResNet-18 and random stand-in
+weights in torchvision's layout, which the grid runner writes (`prepare`); for a direct run
+write them first:
+  python -m jax_resnets.models.torchvision_import \
+      $JAX_RESNETS_WEIGHTS/synthetic-resnet18-w4-torchvision-layout.safetensors --write_random
 """
 import os
 

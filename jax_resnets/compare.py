@@ -153,7 +153,13 @@ def plot_tradeoff(rows: list[dict], out: str) -> str:
 
 
 def _fmt(v, spec: str, scale: float | None = None) -> str:
-  return "n/a" if v is None else format(v if scale is None else v * scale, spec)
+  """`spec` "sig" = 4 significant digits without exponent (0.1824, 11,448)."""
+  if v is None:
+    return "n/a"
+  v = v if scale is None else v * scale
+  if spec == "sig":
+    spec = f",.{max(0, 3 - math.floor(math.log10(abs(v))))}f" if v else ".0f"
+  return format(v, spec)
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -164,8 +170,8 @@ def table(rows: list[dict]) -> list[str]:
     lines.append(
         f"| {r['run']} | {r['init']} | {r['freeze']} | {r['disabled_skips']} | {_fmt(r['accuracy'], '.2f', 100)} | "
         f"{_fmt(r['best_accuracy'], '.2f', 100)} | {_fmt(r['trainable_params'], ',')} | "
-        f"{_fmt(r['total_params'], ',')} | {_fmt(r['macs'], ',.1f', 1e-6)} | {_fmt(r['wall_time_s'], '.1f')} | "
-        f"{_fmt(r['img_per_sec'], ',.0f')} | {_fmt(r['efficiency'], ',.3g')} |")
+        f"{_fmt(r['total_params'], ',')} | {_fmt(r['macs'], 'sig', 1e-6)} | {_fmt(r['wall_time_s'], '.1f')} | "
+        f"{_fmt(r['img_per_sec'], ',.0f')} | {_fmt(r['efficiency'], 'sig')} |")
   return lines
 
 
@@ -208,7 +214,7 @@ def transfer_sections(rows: list[dict]) -> list[str]:
             f"- Largest gain of pretrained over random init at the same depth: **{gain[0]['freeze']}** "
             f"({100 * (gain[0]['accuracy'] - gain[1]['accuracy']):+.2f} points).",
             f"- Most accuracy per trainable parameter (pretrained): **{eff[0]['freeze']}** "
-            f"({eff[0]['efficiency']:,.3g} % per M trainable).", ""]
+            f"({_fmt(eff[0]['efficiency'], 'sig')} % per M trainable).", ""]
   return lines
 
 

@@ -1,6 +1,7 @@
 r"""torchvision ResNet checkpoints -> this project's params / batch_stats (never downloads).
 
   python -m jax_resnets.models.torchvision_import resnet152-394f9c45.pth [--out=DIR]
+  python -m jax_resnets.models.torchvision_import stand_in.safetensors --write_random --depth=18 --width=4
 
 Reads a torchvision state dict (`.pth` with torch when it is installed, `.safetensors`
 with the `safetensors` package, no torch needed), renames and transposes every tensor
@@ -58,9 +59,10 @@ def resolve(path: str, depth: int | None = None) -> str:
     if os.path.exists(candidate):
       return candidate
   expected = TORCHVISION_FILES.get(depth, ())
-  want = f"the torchvision file {' or '.join(expected)}" if expected else "a torchvision ResNet state dict"
+  want = (f"torchvision's ImageNet ResNet-{depth} file is {' or '.join(expected)}" if expected
+          else "expected a torchvision ResNet state dict")
   raise FileNotFoundError(
-      f"pretrained weights {path!r} not found: expected {want} (.pth or .safetensors); put it in "
+      f"pretrained weights {path!r} not found ({want}; .pth or .safetensors): put it in "
       f"$JAX_RESNETS_WEIGHTS (now {weights_dirs()[0]}) or pass --config.init.checkpoint=/full/path "
       "(this code never downloads)")
 
@@ -240,7 +242,14 @@ def main() -> None:
   parser = argparse.ArgumentParser(description="Convert a torchvision ResNet checkpoint to orbax.")
   parser.add_argument("weights", help="torchvision .pth / .safetensors file (or a bare name, see module doc)")
   parser.add_argument("--out", default=None, help="orbax directory (default: <weights>.orbax)")
+  parser.add_argument("--write_random", action="store_true",
+                      help="instead write a random stand-in .safetensors to WEIGHTS (offline smoke runs)")
+  parser.add_argument("--depth", type=int, default=18)
+  parser.add_argument("--width", type=int, default=4)
   args = parser.parse_args()
+  if args.write_random:
+    print(f"wrote {write_random_checkpoint(args.weights, args.depth, args.width)}")
+    return
   try:
     converted = torch_to_flax(read_state_dict(resolve(args.weights)))
     out = args.out or resolve(args.weights) + ".orbax"
