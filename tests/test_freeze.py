@@ -8,46 +8,43 @@ import pytest
 
 from jax_resnets import config_lib
 from jax_resnets.models import resnet
-from jax_resnets.training import freeze, loop
+from jax_resnets.training import freeze, steps
+from jax_resnets.training.state import TrainState
 
 WIDTH = 4
 
 
-def small_config(mode):
-  config = config_lib.base_config()
-  config.dataset.synthetic = True
-  config.dataset.synthetic_sizes = {"train": 64, "test": 16}
-  config.dataset.augment = ()
-  config.model.update(depth=18, stem="cifar", width=WIDTH)
-  config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.1, schedule="constant")
-  config.batch_size = 16
-  config.freeze = mode
-  return config
+def random_variables(model, size=16, seed=0) -> dict:
+  """Random params and BN statistics from shapes only (no eager `model.init`)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(1.0, 0.3, s.shape), s.dtype), dict(shapes))
 
 
 def flat(tree):
   return {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(jax.device_get(tree)).items()}
 
 
-def train_steps(mode, tmp_path, n=3):
-  run = loop.build(small_config(mode), str(tmp_path))
-  before = jax.device_get(run.state.replace(opt_state=None))  # The step donates its input.
-  state = run.dp.replicate(run.state)
-  for _ in range(n):
-    state, _ = run.dp.train_step(state, run.dp.shard(next(run.train_iter)))
-  return run, before, run.dp.unreplicate(state)
-
-
-def test_frozen_parameters_and_statistics_bit_identical(tmp_path):
-  """Weight decay 0.1 and momentum: any leak of an update into a frozen leaf shows.
-
-  A prefix list here; head_only and final_block are checked end to end (imported weights
-  -> training -> checkpoint) in test_transfer_grid.py.
-  """
+def test_frozen_parameters_and_statistics_bit_identical():
+  """3 steps of SGD with momentum and weight decay 0.1 through `steps.train_step`: any leak of an
+  update into a frozen leaf shows. A prefix list here; head_only and final_block are checked end
+  to end (imported weights -> loop -> checkpoint) in test_transfer_grid.py."""
   mode, trainable_roots = "layer3.1,fc", ("layer3/1/", "fc/")
-  _, before, after = train_steps(mode, tmp_path)
+  model = resnet.ResNet(depth=18, num_classes=10, stem="cifar", width=WIDTH, bn_axis_name=steps.AXIS)
+  variables = random_variables(model)
+  tx = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1, momentum=0.9))
+  before = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
+                      apply_fn=model.apply, tx=tx)
+  state = freeze.apply_to_state(before, mode)
+  step = jax.jit(jax.vmap(steps.train_step, in_axes=(None, 0), out_axes=(None, None), axis_name=steps.AXIS))
+  rng = np.random.default_rng(1)
+  for _ in range(3):
+    batch = {"image": jnp.asarray(rng.normal(size=(2, 8, 16, 16, 3)), jnp.float32),
+             "label": jnp.asarray(rng.integers(0, 10, (2, 8)))}
+    state, _ = step(state, batch)
   for collection in ("params", "batch_stats"):
-    old, new = flat(getattr(before, collection)), flat(getattr(after, collection))
+    old, new = flat(getattr(before, collection)), flat(getattr(state, collection))
     for k in old:
       if k.startswith(trainable_roots):
         assert not np.array_equal(old[k], new[k]), f"{collection} {k} should train in mode {mode}"
@@ -58,9 +55,8 @@ def test_frozen_parameters_and_statistics_bit_identical(tmp_path):
 def test_frozen_backbone_runs_bn_on_running_statistics():
   """head_only: the frozen backbone computes the same features in training as in eval."""
   model = resnet.ResNet(depth=18, num_classes=10, stem="cifar", width=WIDTH)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  variables = random_variables(model)
   rng = np.random.default_rng(0)
-  variables = jax.tree.map(lambda s: jnp.asarray(rng.normal(1.0, 0.3, s.shape), s.dtype), shapes)
   apply = freeze.frozen_batch_norm(model.apply, "head_only")
   x = jnp.asarray(rng.normal(size=(8, 16, 16, 3)), jnp.float32)
   (_, train_out), updates = jax.jit(lambda v, x: apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
@@ -72,7 +68,7 @@ def test_frozen_backbone_runs_bn_on_running_statistics():
 
 
 def test_full_mode_changes_nothing():
-  state = loop.TrainState(step=0, params={"fc": {"bias": jnp.zeros(3)}}, batch_stats={}, opt_state=(),
+  state = TrainState(step=0, params={"fc": {"bias": jnp.zeros(3)}}, batch_stats={}, opt_state=(),
                           apply_fn=print, tx=optax.sgd(0.1))
   assert freeze.apply_to_state(state, "full") is state
 

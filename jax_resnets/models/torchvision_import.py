@@ -182,7 +182,7 @@ def load(path: str, depth: int | None = None, cache: bool = True) -> Flat:
     logging.info("Using converted weights %s.", cached)
     return load_orbax(cached)
   converted = torch_to_flax(read_state_dict(path))
-  if cache:
+  if cache and jax.process_count() == 1:  # Multi-process runs only read (orbax saves are collective).
     try:
       save_orbax(cached, converted)
       logging.info("Saved converted weights to %s.", cached)
