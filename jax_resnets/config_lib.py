@@ -25,8 +25,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_classes=0,  # > 0 overrides the class count of faces (synthetic) / image_folder.
       mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
   config.model = ml_collections.ConfigDict(dict(
-      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="xla",
-      pool="reference"))  # conv: xla|handmade|auto, pool: reference|fast (models/fast_ops.py, same values).
+      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="auto",
+      pool="fast"))  # conv: xla|handmade|auto, pool: reference|fast (models/fast_ops.py: same values, faster).
   config.optim = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
       schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,

@@ -13,15 +13,17 @@ checks each against the reference op (values and gradients).
   k x k convs whose output map is at most `small_map` pixels a side (XLA:CPU turns those into
   a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps) and for the stem
   (few input channels: the backward is a single [k*k*C, N*H*W] x [N*H*W, F] matmul), else
-  `lax.conv_general_dilated` (what `nn.Conv` computes).
+  `lax.conv_general_dilated` (what `nn.Conv` computes), wrapped so that `jax.vmap` over models
+  (population training) loops over the models instead of making a grouped conv.
 """
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 from jax_resnets.models import handmade_conv
 
@@ -103,8 +105,59 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
                                    dimension_numbers):
     return handmade_conv.conv2d(lhs, rhs, tuple(window_strides), padding, tuple(rhs_dilation or (1, 1)),
                                 feature_group_count, precision)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                  dimension_numbers, feature_group_count, precision=precision, **kwargs)
+  if kwargs or any(d != 1 for d in (lhs_dilation or (1,))):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
+  padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+  conv = vmap_friendly_conv(tuple(window_strides), padding, tuple(rhs_dilation or (1,) * (lhs.ndim - 2)),
+                            _hashable(dimension_numbers), feature_group_count, precision)
+  return conv(lhs, rhs)
+
+
+def _hashable(dimension_numbers):
+  if dimension_numbers is None or isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return dimension_numbers
+  return tuple(dimension_numbers)
+
+
+def _looped(fn: Callable) -> Callable:
+  """`fn` whose vmap is an unrolled loop over the mapped axis (one plain call per model)."""
+  fn = custom_vmap(fn)
+
+  @fn.def_vmap
+  def rule(axis_size, in_batched, *args):
+    outs = [fn(*[a[i] if b else a for a, b in zip(args, in_batched)]) for i in range(axis_size)]
+    return jnp.stack(outs), True
+  return fn
+
+
+@functools.lru_cache(maxsize=None)
+def vmap_friendly_conv(strides, padding, rhs_dilation, dimension_numbers, groups, precision) -> Callable:
+  """`lax.conv_general_dilated(x, k, ...)` with the same values and gradients, whose vmap (a
+  population of models: training/population.py) runs one plain conv per model instead of the
+  grouped conv JAX's batching rule makes: XLA:CPU's grouped conv was 2.2x slower than the loop
+  (BUILD_NOTES_perf.md). Forward, input-gradient and kernel-gradient convs each get the rule."""
+  def base(x, k):
+    return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=rhs_dilation,
+                                    dimension_numbers=dimension_numbers, feature_group_count=groups,
+                                    precision=precision)
+  forward = _looped(base)
+  grad_x = _looped(lambda x, k, dy: jax.vjp(lambda v: base(v, k), x)[1](dy)[0])
+  grad_k = _looped(lambda x, k, dy: jax.vjp(lambda w: base(x, w), k)[1](dy)[0])
+
+  @jax.custom_vjp
+  def conv(x, k):
+    return forward(x, k)
+
+  def conv_fwd(x, k):
+    return forward(x, k), (x, k)
+
+  def conv_bwd(residuals, dy):
+    x, k = residuals
+    return grad_x(x, k, dy), grad_k(x, k, dy)
+
+  conv.defvjp(conv_fwd, conv_bwd)
+  return conv
 
 
 class AutoConv(nn.Conv):
