@@ -1,7 +1,14 @@
-"""Test session setup: 4 forced CPU devices (to test data parallelism) and quiet logs."""
+"""Test session setup: 4 forced CPU devices (to test data parallelism), a shared compile cache."""
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+
+# Many tests (and the subprocesses they start) compile the same tiny programs: JAX's persistent
+# compilation cache, shared through the environment, compiles each of them once per session.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax_resnets_test_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 from jax_resnets import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -194,3 +194,14 @@ def test_training_read_of_prepared_data_does_not_import_tensorflow(tmp_path):
                         env={**os.environ, "PYTHONPATH": REPO})
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1] == "(4, 32, 32, 3) 1 False"
+
+
+def test_two_processes_together_read_the_global_batches_of_one():
+  from testutils import tiny_config  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config().dataset
+  one = pipeline.train_iterator(cfg, 16, 0, 0, 1)
+  halves = [pipeline.train_iterator(cfg, 8, 0, p, 2) for p in range(2)]
+  for _ in range(6):  # Crosses the 4-step epoch boundary (reshuffle).
+    whole, parts = next(one), [next(h) for h in halves]
+    for key in ("image", "label", "id"):
+      np.testing.assert_array_equal(whole[key], np.concatenate([p[key] for p in parts]))

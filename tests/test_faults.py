@@ -49,18 +49,18 @@ def assert_same_params(a, b):
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   workdir = str(tmp_path / "killed")
-  proc = start_main(workdir, "--config.num_epochs=4")
+  proc = start_main(workdir, "--config.num_epochs=3")
   wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   rerun = subprocess.run([sys.executable, "-m", "jax_resnets.main", "--config=tests/testutils.py",
-                          f"--workdir={workdir}", "--config.num_epochs=4"], cwd=ROOT, capture_output=True,
+                          f"--workdir={workdir}", "--config.num_epochs=3"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   reference = str(tmp_path / "reference")
-  loop.train_and_evaluate(tiny_config(num_epochs=4), reference)
-  assert_same_params(latest_state(tiny_config(num_epochs=4), reference),
-                     latest_state(tiny_config(num_epochs=4), workdir))
+  loop.train_and_evaluate(tiny_config(num_epochs=3), reference)
+  assert_same_params(latest_state(tiny_config(num_epochs=3), reference),
+                     latest_state(tiny_config(num_epochs=3), workdir))
 
 
 def test_sigterm_saves_the_current_step_and_exits_143(tmp_path):

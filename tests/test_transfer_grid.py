@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,21 +17,7 @@ CELLS = ["pretrained_head_only", "pretrained_final_block", "pretrained_full",
          "random_head_only", "random_final_block", "random_full"]
 
 
-@pytest.fixture
-def compilation_cache(tmp_path_factory):
-  """Cells with the same freeze mode compile the same programs: compile them once."""
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-          "jax_persistent_cache_min_entry_size_bytes")
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-
-
-def test_smoke_grid_writes_report_with_six_cells(tmp_path, capsys, compilation_cache):
+def test_smoke_grid_writes_report_with_six_cells(tmp_path, capsys):
   root = str(tmp_path / "grid")
   assert grid.run_local(SMOKE, root, in_process=True) == []
   report = open(os.path.join(root, "report", "report.md")).read()
