@@ -1,10 +1,12 @@
-"""Benchmark-only PyTorch ResNet (torchvision's module layout), timed against ours by `bench.py`.
+"""Reference PyTorch ResNet (torchvision's module layout) for benchmarks and conversion tests.
 
-Imported only by `python -m jax_resnets.bench --vs-torch`; the training path never imports
-torch. torchvision is not installable here, so this mirrors `torchvision.models.resnet`
-(BasicBlock / Bottleneck v1.5) plus the CIFAR stem our `ResNet(stem='cifar')` uses.
+Imported only by `python -m jax_resnets.bench --vs-torch` and by tests; the training path never
+imports torch. torchvision is not installable here, so this mirrors `torchvision.models.resnet`
+(BasicBlock / Bottleneck v1.5: its `state_dict()` has a torchvision checkpoint's keys and shapes)
+plus the CIFAR stem our `ResNet(stem='cifar')` uses, a `width` knob, and `disabled_skips`, which
+removes the residual add of named blocks while keeping their `downsample` modules.
 """
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +16,18 @@ STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4,
                152: (3, 8, 36, 3)}
 
 
+def residual(block: nn.Module, x):
+  if not block.skip:
+    return 0.0
+  return x if block.downsample is None else block.downsample(x)
+
+
 class BasicBlock(nn.Module):
   expansion = 1
 
-  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None, skip: bool = True):
     super().__init__()
+    self.skip = skip
     self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
     self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
@@ -29,14 +38,15 @@ class BasicBlock(nn.Module):
   def forward(self, x):
     out = self.relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
-    return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+    return self.relu(out + residual(self, x))
 
 
 class Bottleneck(nn.Module):
   expansion = 4
 
-  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+  def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None, skip: bool = True):
     super().__init__()
+    self.skip = skip
     self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
     self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
@@ -50,13 +60,14 @@ class Bottleneck(nn.Module):
     out = self.relu(self.bn1(self.conv1(x)))
     out = self.relu(self.bn2(self.conv2(out)))
     out = self.bn3(self.conv3(out))
-    return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+    return self.relu(out + residual(self, x))
 
 
 class ResNet(nn.Module):
   """torchvision ResNet; `stem='cifar'` = 3x3/1 conv1 and no max-pool (as our flax ResNet)."""
 
-  def __init__(self, depth: int = 18, num_classes: int = 1000, width: int = 64, stem: str = "imagenet"):
+  def __init__(self, depth: int = 18, num_classes: int = 1000, width: int = 64, stem: str = "imagenet",
+               disabled_skips: Sequence[str] = ()):
     super().__init__()
     block = BasicBlock if depth < 50 else Bottleneck
     self.inplanes = width
@@ -69,18 +80,20 @@ class ResNet(nn.Module):
     self.bn1 = nn.BatchNorm2d(width)
     self.relu = nn.ReLU(inplace=True)
     for i, n in enumerate(STAGE_SIZES[depth]):
-      setattr(self, f"layer{i + 1}", self._make_layer(block, width * 2**i, n, 1 if i == 0 else 2))
+      name = f"layer{i + 1}"
+      setattr(self, name, self._make_layer(block, width * 2**i, n, 1 if i == 0 else 2,
+                                           [f"{name}.{j}" not in disabled_skips for j in range(n)]))
     self.avgpool = nn.AdaptiveAvgPool2d(1)
     self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
 
-  def _make_layer(self, block, planes: int, blocks: int, stride: int):
+  def _make_layer(self, block, planes: int, blocks: int, stride: int, skips: list[bool]):
     downsample = None
     if stride != 1 or self.inplanes != planes * block.expansion:
       downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
                                  nn.BatchNorm2d(planes * block.expansion))
-    layers = [block(self.inplanes, planes, stride, downsample)]
+    layers = [block(self.inplanes, planes, stride, downsample, skip=skips[0])]
     self.inplanes = planes * block.expansion
-    layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+    layers += [block(self.inplanes, planes, skip=skips[j]) for j in range(1, blocks)]
     return nn.Sequential(*layers)
 
   def forward(self, x):

@@ -18,7 +18,8 @@ WIDTH = 8
 
 def torch_model(depth, num_classes=10, disabled_skips=(), seed=0):
   torch.manual_seed(seed)
-  return torch_resnet.randomize_(torch_resnet.ResNet(depth, num_classes, WIDTH, disabled_skips), seed)
+  model = torch_resnet.ResNet(depth, num_classes, WIDTH, disabled_skips=disabled_skips)
+  return torch_resnet.randomize_(model, seed)
 
 
 def numpy_state_dict(model):
