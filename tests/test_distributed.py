@@ -17,7 +17,8 @@ def test_two_processes_equal_one_process(tmp_path):
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   loop.train_and_evaluate(tiny_config(num_devices=2, num_epochs=1, num_train_steps=1), one)
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-  args = ["--config=tests/testutils.py", f"--workdir={two}", "--config.num_epochs=1", "--config.num_train_steps=1"]
+  args = ["--config=tests/testutils.py", f"--workdir={two}", "--config.num_devices=0", "--config.num_epochs=1",
+          "--config.num_train_steps=1"]
   code = local.launch(2, args, env=env)
   assert code == 0
   with open(os.path.join(two, "results.json")) as f:

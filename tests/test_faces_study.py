@@ -24,6 +24,7 @@ def tiny_faces_config(**overrides):
   config.model.update(width=4, channels=(4, 8), depths=(1, 1), strides=(1, 2), dropout=(0.0, 0.1), se=(False, True),
                       embedding_size=8)
   config.batch_size, config.num_epochs, config.log_every_steps = 32, 2, 1
+  config.num_devices = 1  # 4 devices vs 1: test_train_step_on_4_devices_equals_1_device.
   config.update(overrides)
   return config
 
@@ -87,7 +88,6 @@ def test_config_errors_name_the_key(tmp_path, key, value, match):
 def test_train_step_on_4_devices_equals_1_device():
   """Sync BN, pmean'd grads and psum'd center updates: 4 devices compute what 1 device does."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import optax
   from jax_resnets.models import face_nets

@@ -176,6 +176,7 @@ def _leaves(tree, prefix):
 def test_synthetic_smoke_runs_all_stages_and_reports(tmp_path):
   config = cifar100_hierarchy.get_config("synthetic")
   config.hierarchy.stage_epochs = (1, 1, 1)  # The `:synthetic` config with 16 steps per stage.
+  config.num_devices = 1
   results = studies.run(config, str(tmp_path))
   assert list(results["stages"]) == ["stage1", "stage2", "stage3"]
   assert set(results["comparison"]) == {"flat", "hierarchy, parent only, hard", "hierarchy, hard routing",

@@ -14,6 +14,7 @@ def tiny_config(**overrides):
   config.batch_size = 16
   config.num_epochs = 2
   config.log_every_steps = 2
+  config.num_devices = 1  # Multi-device equality has its own tests (test_parallel, test_distributed).
   config.update(overrides)
   return config
 

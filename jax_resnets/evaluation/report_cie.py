@@ -182,7 +182,7 @@ def write_report(results: dict, path: str) -> None:
   ]
   for metric, title in (("fnr", "False-negative rate"), ("fpr", "False-positive rate"), ("error", "Error rate")):
     lines += ["", f"## {title} per subgroup (%)", "", *subgroup_table(results, metric),
-              "", f"Change against baseline (percentage points):", "", *subgroup_table(results, metric, True)]
+              "", "Change against baseline (percentage points):", "", *subgroup_table(results, metric, True)]
   for method in ("modal", "taxicab"):
     lines += ["", f"## {method.capitalize()} CIE: accuracy on CIE and non-CIE", "", *cie_table(results, method),
               "", f"Over-indexing of {method} CIE (subgroup share of CIE / share of test set; > 1 = over-represented):",

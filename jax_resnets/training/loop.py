@@ -104,6 +104,7 @@ def evaluate(run: Run, state, split: str) -> tuple[dict, np.ndarray]:
 
 def check_finite(metrics: dict, step: int, run: Run) -> None:
   if not all(math.isfinite(v) for v in metrics.values()):
+    run.ckpt.wait()  # The last good checkpoint may still be in flight (async save): land it.
     last = run.ckpt.latest.latest_step()
     raise NonFiniteLoss(f"non-finite training loss at step {step} ({metrics}); stopped without saving, "
                         f"last good checkpoint: step {last} in {run.workdir}/checkpoints")
