@@ -20,6 +20,7 @@ def run_main(*args, workdir):
     (["--config.model.depth=19"], "config error: model.depth=19 (must be one of 18, 34, 50, 101, 152)"),
     (["--config.model.disabled_skips=('layer9.0',)"], "config error: model.disabled_skips='layer9.0'"),
     (["--config.parallel=dp"], "config error: parallel='dp'"),
+    (["--config.batch_size=63"], "config error: batch_size=63 (not divisible by the 4 devices)"),
 ])
 def test_config_errors_are_one_line(args, message, tmp_path):
   proc = run_main("--config=configs/cifar10_resnet34.py:synthetic", *args, workdir=tmp_path)

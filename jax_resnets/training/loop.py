@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jax_resnets import models
+from jax_resnets import config_lib, models
 from jax_resnets.data import pipeline, sources
 from jax_resnets.models import torchvision_import
 from jax_resnets.training import checkpointing, freeze, optim, parallel, preemption, steps, summary
@@ -56,12 +56,13 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
   devices = jax.devices()[:config.num_devices] if config.num_devices else None
   dp = parallel.DataParallel(config.parallel, devices).compile_steps(config.label_smoothing)
   if config.batch_size % dp.num_devices:
-    raise ValueError(f"batch_size: {config.batch_size} is not divisible by the {dp.num_devices} devices")
+    raise config_lib.ConfigError(
+        f"config error: batch_size={config.batch_size} (not divisible by the {dp.num_devices} devices)")
   model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
                                       bn_axis_name=steps.AXIS)
   steps_per_epoch = pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"batch_size: {config.batch_size} is larger than the training split")
+    raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} (larger than the training split)")
   total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config.optim, schedule)

@@ -1,0 +1,1 @@
+"""Data: tfds/ArrayRecord and synthetic sources, grain pipelines, augmentations, dataset preparation."""

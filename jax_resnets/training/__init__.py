@@ -1,0 +1,1 @@
+"""Training: train state, optimizers, data-parallel steps, the loop, checkpoints, populations."""
