@@ -31,13 +31,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax import lax
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jax_resnets import config_lib, models
 from jax_resnets.data import pipeline, sources
 from jax_resnets.evaluation import verification
-from jax_resnets.training import checkpointing, face_losses, loop, optim, parallel, preemption, summary
+from jax_resnets.training import checkpointing, face_losses, loop, parallel, preemption, summary
 from jax_resnets.training.state import create_train_state
 from jax_resnets.training.steps import AXIS
 
@@ -113,18 +112,18 @@ def train_step(state, batch: dict, loss_cfg, seed: int):
 
 
 def eval_step(state, batch: dict):
-  """(psum'd accuracy sums over labelled real rows, (logits, embeddings) of this shard)."""
+  """(psum'd accuracy sums over labelled real rows, {logits, features, label} of this shard)."""
   stats, _ = split_centers(state.batch_stats)
   logits, out = state.apply_fn({"params": state.params, "batch_stats": stats}, batch["image"], train=False)
   valid = batch["mask"] * (batch["label"] >= 0)
   sums = {"accuracy": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * valid), "count": jnp.sum(valid)}
-  return lax.psum(sums, AXIS), (logits, out["features"])
+  return lax.psum(sums, AXIS), {"logits": logits, "features": out["features"], "label": batch["label"]}
 
 
 def compile_steps(dp: parallel.DataParallel, config) -> parallel.DataParallel:
   dp.train_step = dp.map(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed), (P(), P()),
                          donate_state=True)
-  dp.eval_step = dp.map(eval_step, (P(), (P(AXIS), P(AXIS))))
+  dp.eval_step = dp.map(eval_step, (P(), P(AXIS)))
   return dp
 
 
@@ -133,19 +132,10 @@ def compile_steps(dp: parallel.DataParallel, config) -> parallel.DataParallel:
 
 def build(config, workdir: str) -> loop.Run:
   """Model, optimizer (+ centers), data, checkpoints (best by the stopping metric); resumes."""
-  devices = jax.devices()[:config.num_devices] if config.num_devices else None
-  dp = compile_steps(parallel.DataParallel(config.parallel, devices), config)
-  if config.batch_size % dp.num_devices:
-    raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} is not divisible by "
-                                 f"the {dp.num_devices} devices")
+  dp = compile_steps(loop.data_parallel(config), config)
   num_classes = sources.spec(config.dataset).num_classes
   model = models.build_model(config.model, num_classes, bn_axis_name=AXIS)
-  steps_per_epoch = pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size
-  if steps_per_epoch == 0:
-    raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} is larger than the training split")
-  total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
-  schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, schedule)
+  steps_per_epoch, total_steps, schedule, tx = loop.optimizer_plan(config)
   # Jitted init: one compilation instead of eager op-by-op dispatch (2.2x faster, BUILD_NOTES_faces).
   state = jax.jit(lambda rng: create_train_state(rng, model, loop.image_shape(config.dataset), tx))(
       jax.random.key(config.seed))
@@ -168,23 +158,8 @@ def build(config, workdir: str) -> loop.Run:
 
 def embed(run: loop.Run, state, split: str) -> dict:
   """Logits, embeddings and labels of every example of `split` (in order), + labelled accuracy."""
-  outs, totals = {"logits": [], "features": [], "label": [], "mask": []}, {}
-  for batch in pipeline.eval_batches(run.config.dataset, split, run.local_batch_size,
-                                     jax.process_index(), jax.process_count()):
-    sums, (logits, features) = run.dp.eval_step(state, run.dp.shard(batch))
-    for k, v in run.dp.host_metrics(sums).items():
-      totals[k] = totals.get(k, 0.0) + v
-    outs["logits"].append(run.dp.host_sharded(logits))
-    outs["features"].append(run.dp.host_sharded(features))
-    outs["label"].append(batch["label"])
-    outs["mask"].append(batch["mask"])
-  outs = {k: np.concatenate(v) for k, v in outs.items()}
-  if jax.process_count() > 1:  # Each process holds one contiguous block of the split.
-    outs = multihost_utils.process_allgather(outs, tiled=True)
-  real = outs.pop("mask") > 0
-  outs = {k: v[real] for k, v in outs.items()}
-  outs["accuracy"] = totals["accuracy"] / totals["count"] if totals["count"] else float("nan")
-  return outs
+  metrics, outs = loop.evaluate(run, state, split)
+  return {**outs, "accuracy": metrics["accuracy"]}
 
 
 def strings(ds_cfg, split: str, key: str) -> list[str]:

@@ -51,21 +51,32 @@ def image_shape(ds_cfg) -> tuple[int, int, int]:
   return (size, size, 3)
 
 
-def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
-  """Model, optimizer, data, checkpoints; restores the newest checkpoint if there is one."""
+def data_parallel(config: ml_collections.ConfigDict) -> parallel.DataParallel:
+  """The device mapping of `config.parallel` over `config.num_devices` (0: all), batch checked."""
   devices = jax.devices()[:config.num_devices] if config.num_devices else None
-  dp = parallel.DataParallel(config.parallel, devices).compile_steps(config.label_smoothing)
+  dp = parallel.DataParallel(config.parallel, devices)
   if config.batch_size % dp.num_devices:
     raise config_lib.ConfigError(
         f"config error: batch_size={config.batch_size} (not divisible by the {dp.num_devices} devices)")
-  model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
-                                      bn_axis_name=steps.AXIS)
+  return dp
+
+
+def optimizer_plan(config: ml_collections.ConfigDict):
+  """(steps_per_epoch, total_steps, schedule, tx) from the training split's size and `config.optim`."""
   steps_per_epoch = pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size
   if steps_per_epoch == 0:
     raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} (larger than the training split)")
   total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
   schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch, total_steps)
-  tx = optim.create_optimizer(config.optim, schedule)
+  return steps_per_epoch, total_steps, schedule, optim.create_optimizer(config.optim, schedule)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
+  """Model, optimizer, data, checkpoints; restores the newest checkpoint if there is one."""
+  dp = data_parallel(config).compile_steps(config.label_smoothing)
+  model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
+                                      bn_axis_name=steps.AXIS)
+  steps_per_epoch, total_steps, schedule, tx = optimizer_plan(config)
   state = create_train_state(jax.random.key(config.seed), model, image_shape(config.dataset), tx)
   state = init_and_freeze(config, state)
   train_iter = pipeline.train_iterator(config.dataset, config.batch_size // jax.process_count(),
@@ -86,21 +97,23 @@ def init_and_freeze(config: ml_collections.ConfigDict, state: TrainState) -> Tra
   return state
 
 
-def evaluate(run: Run, state, split: str) -> tuple[dict, np.ndarray]:
-  """Mean loss/accuracy over `split`, and the logits of every example (in order)."""
-  totals, logits, masks = {}, [], []
+def evaluate(run: Run, state, split: str):
+  """Mean metrics over the real rows of `split`, and the eval step's per-example outputs (a
+  pytree: the logits for the core step) of every example, in order."""
+  totals, outs, masks = {}, [], []
   for batch in pipeline.eval_batches(run.config.dataset, split, run.local_batch_size,
                                      jax.process_index(), jax.process_count()):
     sums, out = run.dp.eval_step(state, run.dp.shard(batch))
     for k, v in run.dp.host_metrics(sums).items():
       totals[k] = totals.get(k, 0.0) + v
-    logits.append(run.dp.host_sharded(out))
+    outs.append(jax.tree.map(run.dp.host_sharded, out))
     masks.append(batch["mask"])
-  logits, masks = np.concatenate(logits), np.concatenate(masks)
+  outs, masks = jax.tree.map(lambda *xs: np.concatenate(xs), *outs), np.concatenate(masks)
   if jax.process_count() > 1:  # Each process holds one contiguous block of the split.
-    logits, masks = multihost_utils.process_allgather((logits, masks), tiled=True)
+    outs, masks = multihost_utils.process_allgather((outs, masks), tiled=True)
   count = totals.pop("count")
-  return {k: v / count for k, v in totals.items()}, logits[masks > 0]
+  metrics = {k: v / count if count else float("nan") for k, v in totals.items()}
+  return metrics, jax.tree.map(lambda x: x[masks > 0], outs)
 
 
 def check_finite(metrics: dict, step: int, run: Run) -> None:
