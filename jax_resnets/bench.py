@@ -24,7 +24,8 @@ from typing import Callable
 
 from jax_resnets import xla_flags
 
-xla_flags.configure()
+# `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets.
+xla_flags.configure(eval_only="--mode=eval" in sys.argv)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
@@ -56,6 +57,9 @@ _CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in chann
 _POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=FLAGS)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (per contender).", flag_values=FLAGS)
+_REWARM = flags.DEFINE_integer("rewarm", 1, "Untimed steps a contender runs at its turn in each round before "
+                               "its timed step: on this VM the first step after any pause is ~25% slower "
+                               "(BUILD_NOTES.md), so steady-state speed is timed.", flag_values=FLAGS)
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -124,11 +128,16 @@ def torch_contenders(modes: list[str]) -> dict:
   return {k: (fns[k], float("nan"), float("nan")) for k in (f"torch_{m}" for m in modes)}
 
 
-def interleaved_times(fns: dict[str, Callable], steps: int) -> dict[str, list[float]]:
-  """Seconds per call; round r runs every contender once, so load drift hits all alike."""
+def interleaved_times(fns: dict[str, Callable], steps: int, rewarm: int = 0) -> dict[str, list[float]]:
+  """Seconds per call; round r runs every contender once, so load drift hits all alike.
+
+  At its turn a contender first runs `rewarm` untimed steps (back to steady state).
+  """
   times = {k: [] for k in fns}
   for _ in range(steps):
     for name, fn in fns.items():
+      for _ in range(rewarm):
+        fn()
       t0 = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - t0)
@@ -153,6 +162,16 @@ def peak_memory_mb() -> float:
   if stats and "peak_bytes_in_use" in stats:
     return stats["peak_bytes_in_use"] / 2**20
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), the host these numbers belong to."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"{names[0]} x{len(names)}" if names else "unknown"
+  except OSError:
+    return "unknown"
 
 
 def load_average() -> str:
@@ -194,9 +213,9 @@ def single_model() -> None:
     torch_side = torch_contenders(modes)
     warm_up({k: v[0] for k, v in torch_side.items()}, _WARMUP.value)
     contenders.update(torch_side)
-  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value)
+  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   report(contenders, times, first, _BATCH.value, memory)
-  print(f"load average: {load_average()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}")
 
 
 def population_contenders(model, ks: list[int]) -> dict:
@@ -224,7 +243,7 @@ def population_bench() -> None:
         f"width={_WIDTH.value} dtype={_DTYPE.value}, K in {ks}")
   contenders = population_contenders(model, ks)
   warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
-  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value)
+  times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   base = statistics.median(times[f"K={ks[0]}"]) / ks[0]
   for k in ks:
     med = statistics.median(times[f"K={k}"])
@@ -232,7 +251,7 @@ def population_bench() -> None:
     print(f"K={k:<3d} {med * 1e3:8.1f} ms/step  {k * _BATCH.value / med:8.1f} img/s (all models)  "
           f"cost per model {med / k / base:.2f}x K={ks[0]}  K runs' worth: {med / (k * base):.2f}  "
           f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s")
-  print(f"load average: {load_average()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}")
 
 
 def main(argv):

@@ -6,9 +6,15 @@ imports torch. torchvision is not installable here, so this mirrors `torchvision
 plus the CIFAR stem our `ResNet(stem='cifar')` uses, a `width` knob, and `disabled_skips`, which
 removes the residual add of named blocks while keeping their `downsample` modules.
 """
+import os
 from typing import Callable, Sequence
 
-import torch
+# Before torch loads libgomp: idle OpenMP workers sleep instead of spinning. Interleaved with
+# JAX on 2 cores, spinning workers slowed the next JAX step by 10-25% while torch's own speed
+# was the same either way (BUILD_NOTES.md, issue 10, "benchmark method").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch.nn.functional as F
 from torch import nn
 

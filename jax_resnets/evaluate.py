@@ -19,7 +19,7 @@ import sys
 
 from jax_resnets import xla_flags
 
-xla_flags.configure()
+xla_flags.configure(eval_only=True)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax

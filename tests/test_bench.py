@@ -16,6 +16,7 @@ def test_bench_vs_torch_prints_both_contenders_and_ratio():
     line = next(l for l in out.splitlines() if l.startswith(name))
     assert float(line.split()[1]) > 0, line  # img/s
   assert "GFLOP/step" in out
+  assert "cpu: " in out  # the host the numbers belong to
   for mode in ("train", "eval"):
     ratio = next(l for l in out.splitlines() if l.startswith(f"ratio {mode}: JAX/torch = "))
     assert float(ratio.split("= ")[1].split("x")[0]) > 0
