@@ -46,6 +46,30 @@ def test_prefers_matmul_only_on_small_maps(size, strides, expect):
   assert not fast_ops.prefers_matmul((1, size, size, 8), (1, 1, 8, 8), (1, 1), "VALID", None, None, dn)
 
 
+@pytest.mark.parametrize("shape,kernel,strides,padding,expect", [
+    ((2, 2), 3, 1, ((1, 1), (1, 1)), True),   # every output pixel sees every input pixel
+    ((1, 1), 3, 1, "SAME", True),
+    ((3, 3), 5, 1, "SAME", True),
+    ((4, 4), 3, 2, ((1, 1), (1, 1)), False),  # output (0, 0) does not see input row 3
+    ((2, 3), 3, 1, "SAME", False),
+    ((2, 2), 1, 1, "VALID", False)])
+def test_whole_map_conv_only_where_every_block_is_a_tap(shape, kernel, strides, padding, expect):
+  lhs, rhs = (2, *shape, 4), (kernel, kernel, 4, 5)
+  dn = ("NHWC", "HWIO", "NHWC")
+  taps = fast_ops.whole_map_taps(lhs, rhs, (strides, strides), padding, None, None, dn)
+  assert (taps is not None) is expect
+  x, k = (np.random.default_rng(4).normal(size=s).astype(np.float32) for s in (lhs, rhs))
+  conv = lambda c: lambda x, k: c(x, k, (strides, strides), padding, None, None, dn)
+  ref, fast = conv(jax.lax.conv_general_dilated), conv(fast_ops.auto_conv_general_dilated)
+  np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+  if expect:  # one matmul, no conv, in the forward and both gradients; also under vmap (populations)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(jax.grad(loss(fast), argnums=(0, 1)))(x, k))
+    for got, want in zip(jax.vmap(jax.grad(loss(fast), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k])),
+                         jax.vmap(jax.grad(loss(ref), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k]))):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("size,strides", [(2, 1), (4, 2), (8, 1)])
 def test_auto_conv_matches_nn_conv(size, strides):
   rng = np.random.default_rng(1)

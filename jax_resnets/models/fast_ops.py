@@ -1,6 +1,6 @@
 """CPU-fast equivalents of ResNet pieces: same forward values, same parameters, cheaper gradients.
 
-Measured in BUILD_NOTES_perf.md (`python -m jax_resnets.bench ...`); tests/test_perf_equivalence.py
+Measured in BUILD_NOTES.md (Performance) (`python -m jax_resnets.bench ...`); tests/test_perf_equivalence.py
 checks each against the reference op (values and gradients).
 
 * `max_pool_3x3_s2`: torchvision's MaxPool2d(3, 2, padding=1). The forward is `nn.max_pool`
@@ -9,7 +9,10 @@ checks each against the reference op (values and gradients).
   sum of interior-padded arrays. Ties go to the first maximum in raster order of the window,
   as XLA's select-and-scatter (`>=` select) and torch do.
 * `AutoConv`: `nn.Conv`'s parameters and call signature; per call it picks the formulation
-  that is fast on XLA:CPU for that shape: the im2col + one matmul of `handmade_conv` for
+  that is fast on XLA:CPU for that shape: where every output pixel sees every input pixel
+  (3x3 convs on 2x2 or 1x1 maps) one dense matmul whose blocks are the kernel taps
+  (`whole_map_conv`: no zero taps, 3.4x faster forward than im2col at ResNet-18's 2x2 layer4);
+  else the im2col + one matmul of `handmade_conv` for
   k x k convs whose output map is at most `small_map` pixels a side (XLA:CPU turns those into
   a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps) and for the stem
   (few input channels: the backward is a single [k*k*C, N*H*W] x [N*H*W, F] matmul), else
@@ -78,9 +81,22 @@ def _pool_bwd(residuals, dy):
 max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
 
 
-# Output maps at most this many pixels a side use im2col + matmul (measured: BUILD_NOTES_perf.md).
+# Output maps at most this many pixels a side use im2col + matmul (measured: BUILD_NOTES.md).
 SMALL_MAP = 2
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _is_nhwc(lhs_shape, rhs_shape, dimension_numbers) -> bool:
+  return len(lhs_shape) == 4 and lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC) == (
+      lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers))
+
+
+def output_size(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation=None) -> list[int]:
+  """[Ho, Wo] of a NHWC / HWIO conv."""
+  dilation = tuple(rhs_dilation or (1, 1))
+  pads = handmade_conv.explicit_padding(padding, lhs_shape[1:3], rhs_shape[:2], tuple(window_strides), dilation)
+  return [(n + lo + hi - (k - 1) * d - 1) // s + 1
+          for n, (lo, hi), k, s, d in zip(lhs_shape[1:3], pads, rhs_shape[:2], window_strides, dilation)]
 
 
 def prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -88,19 +104,51 @@ def prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, 
   """True for a 2-D NHWC conv, k > 1, no input dilation, whose output map is <= small_map a side."""
   if len(lhs_shape) != 4 or max(rhs_shape[:2]) == 1 or any(d != 1 for d in (lhs_dilation or (1, 1))):
     return False
-  if lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC) != lax.conv_dimension_numbers(
-      lhs_shape, rhs_shape, dimension_numbers):
+  if not _is_nhwc(lhs_shape, rhs_shape, dimension_numbers):
     return False
-  dilation = tuple(rhs_dilation or (1, 1))
-  pads = handmade_conv.explicit_padding(padding, lhs_shape[1:3], rhs_shape[:2], tuple(window_strides), dilation)
-  out = [(n + lo + hi - (k - 1) * d - 1) // s + 1
-         for n, (lo, hi), k, s, d in zip(lhs_shape[1:3], pads, rhs_shape[:2], window_strides, dilation)]
+  out = output_size(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation)
   return max(out) <= small_map
+
+
+def whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
+                   dimension_numbers, feature_group_count=1) -> list[list[tuple[int, int]]] | None:
+  """For a conv whose every output pixel sees every input pixel (e.g. 3x3, padding 1, on a 2x2
+  map): taps[p][q] = the kernel tap joining input pixel q to output pixel p. None otherwise."""
+  if (len(lhs_shape) != 4 or feature_group_count != 1 or any(d != 1 for d in (lhs_dilation or (1, 1)))
+      or any(d != 1 for d in (rhs_dilation or (1, 1))) or not _is_nhwc(lhs_shape, rhs_shape, dimension_numbers)):
+    return None
+  (h, w), (kh, kw), (sh, sw) = lhs_shape[1:3], rhs_shape[:2], window_strides
+  (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(window_strides), (1, 1))
+  ho, wo = output_size(lhs_shape, rhs_shape, window_strides, padding)
+  taps = [[(i - oi * sh + lo_h, j - oj * sw + lo_w) for i in range(h) for j in range(w)]
+          for oi in range(ho) for oj in range(wo)]
+  if h * w > 16 or any(not (0 <= a < kh and 0 <= b < kw) for row in taps for a, b in row):
+    return None
+  return taps
+
+
+def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], precision=None) -> jax.Array:
+  """The conv as ONE matmul: [N, H*W*C] x [H*W*C, Ho*Wo*F], the matrix's blocks being kernel taps.
+
+  Exact (no zero blocks: `whole_map_taps` admits only convs where every block is a tap), and
+  JAX's autodiff of the block gather gives the kernel gradient. At ResNet-18's 2x2 layer4 maps
+  (64-px input) this replaces im2col's 9-tap patches (5 of 9 taps in the padding).
+  """
+  n, h, w, c = x.shape
+  f = k.shape[-1]
+  blocks = jnp.stack([jnp.stack([k[a, b] for a, b in row], axis=0) for row in taps], axis=0)  # [P, Q, C, F]
+  matrix = blocks.transpose(1, 2, 0, 3).reshape(h * w * c, len(taps) * f)
+  return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
 
 
 def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                               dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """`lax.conv_general_dilated`, or `handmade_conv.conv2d` where `prefers_matmul` (same values)."""
+  """`lax.conv_general_dilated`, or `whole_map_conv` / `handmade_conv.conv2d` on tiny maps (same values)."""
+  taps = None if kwargs else whole_map_taps(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers, feature_group_count)
+  if taps is not None:
+    return whole_map_conv(lhs, rhs, taps, tuple(output_size(lhs.shape, rhs.shape, window_strides, padding)),
+                          precision)
   if not kwargs and prefers_matmul(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                                    dimension_numbers):
     return handmade_conv.conv2d(lhs, rhs, tuple(window_strides), padding, tuple(rhs_dilation or (1, 1)),
@@ -136,7 +184,7 @@ def vmap_friendly_conv(strides, padding, rhs_dilation, dimension_numbers, groups
   """`lax.conv_general_dilated(x, k, ...)` with the same values and gradients, whose vmap (a
   population of models: training/population.py) runs one plain conv per model instead of the
   grouped conv JAX's batching rule makes: XLA:CPU's grouped conv was 2.2x slower than the loop
-  (BUILD_NOTES_perf.md). Forward, input-gradient and kernel-gradient convs each get the rule."""
+  (BUILD_NOTES.md). Forward, input-gradient and kernel-gradient convs each get the rule."""
   def base(x, k):
     return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=rhs_dilation,
                                     dimension_numbers=dimension_numbers, feature_group_count=groups,
