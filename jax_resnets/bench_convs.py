@@ -11,6 +11,7 @@ conv and its `jax.vjp`) and as PyTorch runs them (`torch.conv2d`,
 profiler (XLA:CPU's profiler does not attribute the conv thunks' time).
 """
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -21,19 +22,21 @@ xla_flags.configure()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax import lax
 
 from jax_resnets.models import fast_ops, resnet
 
-_STEM = flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.")
-_IMAGE = flags.DEFINE_integer("image", 32, "Square input size.")
-_BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
-_WIDTH = flags.DEFINE_integer("width", 64, "Channels of layer1.")
-_CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch tensors in channels_last format.")
-_STEPS = flags.DEFINE_integer("steps", 7, "Timed calls per op (median).")
+# Own FlagValues: jax_resnets.timing defines --batch etc. in absl's global FLAGS.
+FLAGS = flags.FlagValues()
+_STEM = flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.", flag_values=FLAGS)
+_IMAGE = flags.DEFINE_integer("image", 32, "Square input size.", flag_values=FLAGS)
+_BATCH = flags.DEFINE_integer("batch", 128, "Batch size.", flag_values=FLAGS)
+_WIDTH = flags.DEFINE_integer("width", 64, "Channels of layer1.", flag_values=FLAGS)
+_CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch tensors in channels_last format.", flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 7, "Timed calls per op (median).", flag_values=FLAGS)
 _CONV = flags.DEFINE_enum("conv", "auto", ["auto", "xla"], "auto: the training default "
-                          "(models/fast_ops.py's AutoConv); xla: plain lax.conv_general_dilated.")
+                          "(models/fast_ops.py's AutoConv); xla: plain lax.conv_general_dilated.", flag_values=FLAGS)
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -96,8 +99,7 @@ def torch_ops(x, k, dy, stride: int, channels_last: bool) -> list[Callable]:
           backward((False, False, True))]
 
 
-def main(argv):
-  del argv
+def main() -> None:
   from jax_resnets import bench_torch  # pylint: disable=g-import-not-at-top,unused-import  # sets OMP_WAIT_POLICY
   rng = np.random.default_rng(0)
   totals = np.zeros(6)
@@ -117,4 +119,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  FLAGS(sys.argv)
+  main()

@@ -23,7 +23,8 @@ def test_bench_vs_torch_prints_both_contenders_and_ratio():
 
 
 def test_bench_convs_covers_every_resnet18_conv_and_runs():
-  from jax_resnets import bench_convs  # pylint: disable=g-import-not-at-top
+  from jax_resnets import timing  # pylint: disable=g-import-not-at-top,unused-import  # global --batch flag
+  from jax_resnets import bench_convs  # pylint: disable=g-import-not-at-top  # must not clash with it
   for stem in ("cifar", "imagenet"):
     shapes = bench_convs.conv_shapes(stem, 64, 8)
     assert sum(s[-1] for s in shapes) == 20  # stem + 16 block convs + 3 downsample convs

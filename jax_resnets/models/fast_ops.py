@@ -118,11 +118,13 @@ def whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, 
       or any(d != 1 for d in (rhs_dilation or (1, 1))) or not _is_nhwc(lhs_shape, rhs_shape, dimension_numbers)):
     return None
   (h, w), (kh, kw), (sh, sw) = lhs_shape[1:3], rhs_shape[:2], window_strides
+  if h > kh or w > kw:  # some input pixel lies outside some output pixel's window
+    return None
   (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(window_strides), (1, 1))
   ho, wo = output_size(lhs_shape, rhs_shape, window_strides, padding)
   taps = [[(i - oi * sh + lo_h, j - oj * sw + lo_w) for i in range(h) for j in range(w)]
           for oi in range(ho) for oj in range(wo)]
-  if h * w > 16 or any(not (0 <= a < kh and 0 <= b < kw) for row in taps for a, b in row):
+  if any(not (0 <= a < kh and 0 <= b < kw) for row in taps for a, b in row):
     return None
   return taps
 
