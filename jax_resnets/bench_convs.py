@@ -12,7 +12,6 @@ profiler (XLA:CPU's profiler does not attribute the conv thunks' time).
 """
 import statistics
 import sys
-import time
 from typing import Callable
 
 from jax_resnets import xla_flags
@@ -25,6 +24,7 @@ import numpy as np
 from absl import flags
 from jax import lax
 
+from jax_resnets import bench
 from jax_resnets.models import fast_ops, resnet
 
 # Own FlagValues: jax_resnets.timing defines --batch etc. in absl's global FLAGS.
@@ -61,14 +61,9 @@ def conv_shapes(stem: str, image: int, width: int) -> list[tuple]:
 
 
 def median_ms(fn: Callable, steps: int) -> float:
-  fn()
-  fn()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times) * 1e3
+  """bench.py's warm-up and timing loop for one callable: median milliseconds per call."""
+  bench.warm_up({"op": fn}, 2)
+  return statistics.median(bench.interleaved_times({"op": fn}, steps)["op"]) * 1e3
 
 
 def jax_ops(x, k, dy, stride: int, which: str) -> list[Callable]:
