@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from jax_resnets.models import handmade_conv
+from jax_resnets.models import handmade_conv, onednn_conv
 
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 
@@ -143,25 +143,52 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
   return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
 
 
+# oneDNN (onednn_conv.py) runs the convs whose output map is larger than this many pixels a
+# side; at and below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 20).
+ONEDNN_MIN_MAP = 5
+
+
+def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool) -> tuple[str, str, str]:
+  """Who computes the forward, the input gradient and the kernel gradient of a NHWC / HWIO conv
+  (stride only: no dilation, no groups). Each name is a formulation of the same conv, fastest
+  for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
+  * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
+  * "onednn" (all three) when it is available and the output map is >= ONEDNN_MIN_MAP a side;
+  * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
+    takes 0.15-0.4 s (a swapped-operand conv);
+  * "xla" otherwise, and for every kernel gradient of the small-map cases."""
+  dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
+  if whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, None, None, dn) is not None:
+    return "whole_map", "whole_map", "xla"
+  if onednn and min(output_size(lhs_shape, rhs_shape, window_strides, padding)) >= ONEDNN_MIN_MAP:
+    return "onednn", "onednn", "onednn"
+  if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
+    return "handmade", "handmade", "xla"
+  return "xla", "xla", "xla"
+
+
 def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                               dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """`lax.conv_general_dilated`, or `whole_map_conv` / `handmade_conv.conv2d` on tiny maps (same values)."""
-  taps = None if kwargs else whole_map_taps(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
-                                            rhs_dilation, dimension_numbers, feature_group_count)
-  if taps is not None:
-    return whole_map_conv(lhs, rhs, taps, tuple(output_size(lhs.shape, rhs.shape, window_strides, padding)),
-                          precision)
-  if not kwargs and prefers_matmul(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
-                                   dimension_numbers):
-    return handmade_conv.conv2d(lhs, rhs, tuple(window_strides), padding, tuple(rhs_dilation or (1, 1)),
-                                feature_group_count, precision)
+  """`lax.conv_general_dilated`'s values, each part (forward, both gradients) computed by the
+  formulation `conv_plan` picks; `jax.vmap` over models runs one conv per model."""
   if kwargs or any(d != 1 for d in (lhs_dilation or (1,))):
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
+  strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1,) * (lhs.ndim - 2))
   padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
-  conv = vmap_friendly_conv(tuple(window_strides), padding, tuple(rhs_dilation or (1,) * (lhs.ndim - 2)),
-                            _hashable(dimension_numbers), feature_group_count, precision)
+  plan = ("xla",) * 3
+  if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
+                                                                             dimension_numbers):
+    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, _onednn_applies(lhs, rhs, strides, padding))
+    dimension_numbers = _NHWC
+  conv = planned_conv(plan, strides, padding, dilation, _hashable(dimension_numbers), feature_group_count,
+                      precision)
   return conv(lhs, rhs)
+
+
+def _onednn_applies(lhs, rhs, strides, padding) -> bool:
+  pads = handmade_conv.explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, (1, 1))
+  return onednn_conv.applicable(lhs, rhs, pads)
 
 
 def _hashable(dimension_numbers):
@@ -181,19 +208,37 @@ def _looped(fn: Callable) -> Callable:
   return fn
 
 
-@functools.lru_cache(maxsize=None)
-def vmap_friendly_conv(strides, padding, rhs_dilation, dimension_numbers, groups, precision) -> Callable:
-  """`lax.conv_general_dilated(x, k, ...)` with the same values and gradients, whose vmap (a
-  population of models: training/population.py) runs one plain conv per model instead of the
-  grouped conv JAX's batching rule makes: XLA:CPU's grouped conv was 2.2x slower than the loop
-  (BUILD_NOTES.md). Forward, input-gradient and kernel-gradient convs each get the rule."""
-  def base(x, k):
-    return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=rhs_dilation,
+def _formulation(name, strides, padding, dilation, dimension_numbers, groups, precision) -> Callable:
+  """conv(x, k) computed as `name` (see conv_plan); all give lax.conv_general_dilated's values."""
+  def xla(x, k):
+    return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation,
                                     dimension_numbers=dimension_numbers, feature_group_count=groups,
                                     precision=precision)
-  forward = _looped(base)
-  grad_x = _looped(lambda x, k, dy: jax.vjp(lambda v: base(v, k), x)[1](dy)[0])
-  grad_k = _looped(lambda x, k, dy: jax.vjp(lambda w: base(x, w), k)[1](dy)[0])
+
+  def whole_map(x, k):
+    taps = whole_map_taps(x.shape, k.shape, strides, padding, None, None, _NHWC)
+    return whole_map_conv(x, k, taps, tuple(output_size(x.shape, k.shape, strides, padding)), precision)
+
+  def handmade(x, k):
+    return handmade_conv.conv2d(x, k, strides, padding, dilation, groups, precision)
+
+  def onednn(x, k):
+    pads = handmade_conv.explicit_padding(padding, x.shape[1:3], k.shape[:2], strides, (1, 1))
+    return onednn_conv.conv(strides, tuple(map(tuple, pads)))(x, k)
+  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": onednn}[name]
+
+
+@functools.lru_cache(maxsize=None)
+def planned_conv(plan, strides, padding, dilation, dimension_numbers, groups, precision) -> Callable:
+  """conv(x, k) with a custom_vjp: forward by plan[0], input gradient by the vjp of plan[1],
+  kernel gradient by the vjp of plan[2]. Each part is `_looped`: its vmap (a population of
+  models: training/population.py) runs one conv per model instead of the grouped conv JAX's
+  batching rule makes (XLA:CPU's grouped conv was 2.2x slower than the loop: BUILD_NOTES.md)."""
+  fwd, for_x, for_k = (_formulation(n, strides, padding, dilation, dimension_numbers, groups, precision)
+                       for n in plan)
+  forward = _looped(fwd)
+  grad_x = _looped(lambda x, k, dy: jax.vjp(lambda v: for_x(v, k), x)[1](dy)[0])
+  grad_k = _looped(lambda x, k, dy: jax.vjp(lambda w: for_k(x, w), k)[1](dy)[0])
 
   @jax.custom_vjp
   def conv(x, k):

@@ -1,0 +1,147 @@
+"""oneDNN convolutions on XLA:CPU, called through `jax.ffi` (BUILD_NOTES.md, Performance, attempt 20).
+
+XLA:CPU runs convolutions with Eigen; its kernel-gradient convs (plus the layout copies it makes
+for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, which PyTorch uses
+(`python -m jax_resnets.bench_convs`). jaxlib's own oneDNN switches do not reach convolutions, so
+this module calls oneDNN itself: `onednn_conv.cc` holds three XLA FFI handlers (forward, input
+gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding)` ties together
+with `jax.custom_vjp`.
+
+The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (requirements.txt;
+Linux x86-64), or from `$ONEDNN_ROOT` (include/ and lib/). The handlers are compiled with the
+system C++ compiler on first use into `$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed
+by a hash of the source, the jaxlib version and the oneDNN location; later processes load the
+cached library. Where any of that is missing, `available()` is False, says why in `why_not()`,
+and `model.conv=auto` keeps XLA's convs (same values to float tolerance: tests/test_onednn_conv.py).
+"""
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Callable
+
+import jax
+import jaxlib
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = pathlib.Path(__file__).with_suffix(".cc")
+_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS = "OnednnConvForward", "OnednnConvBackwardData", "OnednnConvBackwardWeights"
+_HEADER = pathlib.Path("include", "oneapi", "dnnl", "dnnl.hpp")
+
+
+def _prefix() -> pathlib.Path | None:
+  """The first of $ONEDNN_ROOT, this Python's prefix (where the wheels put it), /usr that has oneDNN."""
+  candidates = [os.environ.get("ONEDNN_ROOT"), sys.prefix, "/usr"]
+  for root in filter(None, candidates):
+    if (pathlib.Path(root) / _HEADER).exists() and list(pathlib.Path(root).glob("lib*/**/libdnnl.so*")):
+      return pathlib.Path(root)
+  return None
+
+
+def _library_dir(prefix: pathlib.Path) -> pathlib.Path:
+  return sorted(prefix.glob("lib*/**/libdnnl.so*"))[0].parent
+
+
+def _cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("JAX_RESNETS_CACHE", pathlib.Path.home() / ".cache" / "jax_resnets"))
+
+
+def _build(prefix: pathlib.Path) -> pathlib.Path:
+  """Compiles onednn_conv.cc once per (source, jaxlib, oneDNN) into the cache; returns the .so."""
+  lib_dir = _library_dir(prefix)
+  key = hashlib.sha256(_SOURCE.read_bytes() + jaxlib.__version__.encode() + str(lib_dir).encode()).hexdigest()
+  target = _cache_dir() / f"onednn_conv-{key[:16]}.so"
+  if target.exists():
+    return target
+  compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+  if compiler is None:
+    raise RuntimeError("no C++ compiler (g++ / c++ / $CXX) on PATH")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    out = pathlib.Path(tmp) / target.name
+    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", str(_SOURCE), f"-I{jax.ffi.include_dir()}",
+           f"-I{prefix / 'include'}", f"-L{lib_dir}", "-ldnnl", f"-Wl,-rpath,{lib_dir}", "-o", str(out)]
+    logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+      raise RuntimeError(f"compiling {_SOURCE.name} failed: {done.stderr.strip().splitlines()[-1:]}")
+    os.replace(out, target)  # atomic: concurrent processes each build, one file wins
+  return target
+
+
+@functools.cache
+def why_not() -> str | None:
+  """None when the oneDNN convs are built, loaded and registered; else the reason, in one line."""
+  if sys.platform != "linux":
+    return f"oneDNN convs are built for Linux only (this is {sys.platform})"
+  prefix = _prefix()
+  if prefix is None:
+    return ("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set ONEDNN_ROOT "
+            "to a folder with include/oneapi/dnnl and lib/libdnnl.so)")
+  try:
+    library = ctypes.cdll.LoadLibrary(str(_build(prefix)))
+  except (OSError, RuntimeError) as e:
+    return f"oneDNN convs unavailable: {e}"
+  for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS):
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
+  return None
+
+
+def available() -> bool:
+  return why_not() is None
+
+
+def applicable(x: jax.Array, k: jax.Array, pads) -> bool:
+  """True where `conv` can compute this NHWC / HWIO, stride-only conv: float32 on the CPU backend,
+  oneDNN built (else logs once why not)."""
+  if not (jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32
+          and k.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair)):
+    return False
+  if why_not() is not None:
+    _warn_once(why_not())
+    return False
+  return True
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+  logging.warning("%s; convolutions fall back to XLA's (slower on CPU: BUILD_NOTES.md).", reason)
+
+
+@functools.lru_cache(maxsize=None)
+def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]) -> Callable:
+  """f(x [N,H,W,C], k [kh,kw,C,F]) -> [N,Ho,Wo,F]: `lax.conv_general_dilated(x, k, strides, pads,
+  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` and its gradients, computed by oneDNN. Under
+  `jax.vmap` (populations) each model's conv is its own call."""
+  if (reason := why_not()) is not None:
+    raise RuntimeError(reason)
+  attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64))
+
+  def call(target, shape, a, b):
+    result = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.ffi.ffi_call(target, result, vmap_method="sequential_unrolled")(a, b, **attrs)
+
+  def out_shape(x, k):
+    ho, wo = ((n + lo + hi - kk) // s + 1 for n, (lo, hi), kk, s in zip(x.shape[1:3], pads, k.shape[:2], strides))
+    return (x.shape[0], ho, wo, k.shape[3])
+
+  @jax.custom_vjp
+  def f(x, k):
+    return call(_FORWARD, out_shape(x, k), x, k)
+
+  def f_fwd(x, k):
+    return f(x, k), (x, k)
+
+  def f_bwd(residuals, dy):
+    x, k = residuals
+    return call(_BACKWARD_DATA, x.shape, dy, k), call(_BACKWARD_WEIGHTS, k.shape, x, dy)
+
+  f.defvjp(f_fwd, f_bwd)
+  return f
