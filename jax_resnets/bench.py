@@ -8,7 +8,8 @@ r"""Training / eval throughput of the project's own ResNet steps, optionally aga
 Times the compiled `DataParallel` train and eval steps (training/parallel.py + steps.py, one
 device) on a fixed random batch and prints, per mode: img/s (median of the timed steps),
 compile time (lower + compile), peak memory (process max RSS on CPU, device peak bytes
-on an accelerator), model FLOPs per step from XLA's cost analysis and the achieved FLOP/s.
+on an accelerator), model FLOPs per step from XLA's cost analysis (of the step with
+model.conv=xla: it does not count the oneDNN custom calls) and the achieved FLOP/s.
 `--vs-torch` builds the same network in plain PyTorch (bench_torch.py) in this process and
 alternates JAX and torch timed steps, so machine load hits both alike; it prints the ratio.
 `--population=K[,K...]` times `training/population.py` (K models vmapped over seeds) and
@@ -100,22 +101,35 @@ def compile_fn(jitted, *args) -> tuple[Callable, float, float]:
   return compiled, seconds, float((cost or {}).get("flops", float("nan")))
 
 
-def jax_contenders(model, modes: list[str]) -> dict:
-  """{'jax_train': (step, compile_s, flops), 'jax_eval': ...}: zero-arg callables, state carried."""
+def _compiled_setup(model):
+  """(DataParallel with compiled steps on one device, [state], batch) for `model`."""
   dp = parallel.DataParallel("shard_map", jax.devices()[:1]).compile_steps()
   state = [dp.replicate(train_state(model, _IMAGE.value, optax.sgd(0.01, momentum=0.9)))]
-  batch = dp.shard(random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value))
+  return dp, state, dp.shard(random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value))
+
+
+def reference_flops(cfg: ml_collections.ConfigDict, modes: list[str]) -> dict[str, float]:
+  """FLOPs per step from XLA's cost analysis of the same steps with model.conv='xla': the oneDNN
+  convs (models/onednn_conv.py) are custom calls, which the cost analysis does not count."""
+  model = registry.build_model(ml_collections.ConfigDict({**cfg.to_dict(), "conv": "xla"}), _CLASSES.value)
+  dp, state, batch = _compiled_setup(model)
+  return {m: compile_fn(getattr(dp, f"{m}_step"), state[0], batch)[2] for m in modes}
+
+
+def jax_contenders(model, modes: list[str], flops: dict[str, float]) -> dict:
+  """{'jax_train': (step, compile_s, flops), 'jax_eval': ...}: zero-arg callables, state carried."""
+  dp, state, batch = _compiled_setup(model)
   out = {}
   if "eval" in modes:  # before train: the train step donates (invalidates) the state it is given
-    evaluate, seconds, flops = compile_fn(dp.eval_step, state[0], batch)
-    out["jax_eval"] = (lambda: jax.block_until_ready(evaluate(state[0], batch)), seconds, flops)
+    evaluate, seconds, _ = compile_fn(dp.eval_step, state[0], batch)
+    out["jax_eval"] = (lambda: jax.block_until_ready(evaluate(state[0], batch)), seconds, flops["eval"])
   if "train" in modes:
-    train, seconds, flops = compile_fn(dp.train_step, state[0], batch)
+    train, seconds, _ = compile_fn(dp.train_step, state[0], batch)
 
     def train_step():
       state[0], metrics = train(state[0], batch)
       return jax.block_until_ready(metrics)
-    out["jax_train"] = (train_step, seconds, flops)
+    out["jax_train"] = (train_step, seconds, flops["train"])
   return out
 
 
@@ -206,7 +220,7 @@ def single_model() -> None:
   print(f"{_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} width={_WIDTH.value} "
         f"dtype={_DTYPE.value} conv={cfg.get('conv')} pool={cfg.get('pool', 'reference')} "
         f"backend={jax.default_backend()} XLA_FLAGS={xla_flags.os.environ.get('XLA_FLAGS', '')!r}")
-  contenders = jax_contenders(model, modes)
+  contenders = jax_contenders(model, modes, reference_flops(cfg, modes))
   first = warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
   memory = {k: peak_memory_mb() for k in contenders}
   if _VS_TORCH.value:
@@ -218,7 +232,7 @@ def single_model() -> None:
   print(f"load average: {load_average()}  cpu: {cpu_model()}")
 
 
-def population_contenders(model, ks: list[int]) -> dict:
+def population_contenders(model, ks: list[int], flops_per_model: float) -> dict:
   """{'K=k': (step, compile_s, flops)} for population.py's vmapped train step."""
   from jax_resnets.training import population  # pylint: disable=g-import-not-at-top
   pop = population.Population(model, optax.sgd(0.01, momentum=0.9), (_IMAGE.value,) * 2 + (3,))
@@ -227,21 +241,22 @@ def population_contenders(model, ks: list[int]) -> dict:
     state = [pop.init(list(range(k)), [0.0] * k)]
     one = random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value)
     batch = {n: jnp.asarray(np.stack([one[n]] * k)) for n in ("image", "label")}
-    compiled, seconds, flops = compile_fn(pop.train_step, state[0], batch, 0)
+    compiled, seconds, _ = compile_fn(pop.train_step, state[0], batch, 0)
 
     def step(compiled=compiled, state=state, batch=batch):
       state[0], metrics = compiled(state[0], batch, 0)
       return jax.block_until_ready(metrics)
-    out[f"K={k}"] = (step, seconds, flops)
+    out[f"K={k}"] = (step, seconds, k * flops_per_model)
   return out
 
 
 def population_bench() -> None:
   ks = [int(k) for k in _POPULATION.value]
-  model = registry.build_model(model_config(), _CLASSES.value)
+  cfg = model_config()
+  model = registry.build_model(cfg, _CLASSES.value)
   print(f"population: {_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} "
         f"width={_WIDTH.value} dtype={_DTYPE.value}, K in {ks}")
-  contenders = population_contenders(model, ks)
+  contenders = population_contenders(model, ks, reference_flops(cfg, ["train"])["train"])
   warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
   times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   base = statistics.median(times[f"K={ks[0]}"]) / ks[0]

@@ -36,26 +36,26 @@ _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS = "OnednnConvForward", "OnednnConvBa
 _HEADER = pathlib.Path("include", "oneapi", "dnnl", "dnnl.hpp")
 
 
-def _prefix() -> pathlib.Path | None:
-  """The first of $ONEDNN_ROOT, this Python's prefix (where the wheels put it), /usr that has oneDNN."""
-  candidates = [os.environ.get("ONEDNN_ROOT"), sys.prefix, "/usr"]
-  for root in filter(None, candidates):
-    if (pathlib.Path(root) / _HEADER).exists() and list(pathlib.Path(root).glob("lib*/**/libdnnl.so*")):
-      return pathlib.Path(root)
+_LIB_DIRS = ("lib", "lib64", "lib/x86_64-linux-gnu")
+
+
+def _find() -> tuple[pathlib.Path, pathlib.Path] | None:
+  """(prefix, library folder) of the first of $ONEDNN_ROOT, this Python's prefix (where the
+  wheels put it), /usr that holds oneDNN's headers and libdnnl.so."""
+  for root in filter(None, (os.environ.get("ONEDNN_ROOT"), sys.prefix, "/usr")):
+    root = pathlib.Path(root)
+    libs = [root / d for d in _LIB_DIRS if list((root / d).glob("libdnnl.so*"))]
+    if (root / _HEADER).exists() and libs:
+      return root, libs[0]
   return None
-
-
-def _library_dir(prefix: pathlib.Path) -> pathlib.Path:
-  return sorted(prefix.glob("lib*/**/libdnnl.so*"))[0].parent
 
 
 def _cache_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get("JAX_RESNETS_CACHE", pathlib.Path.home() / ".cache" / "jax_resnets"))
 
 
-def _build(prefix: pathlib.Path) -> pathlib.Path:
+def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
   """Compiles onednn_conv.cc once per (source, jaxlib, oneDNN) into the cache; returns the .so."""
-  lib_dir = _library_dir(prefix)
   key = hashlib.sha256(_SOURCE.read_bytes() + jaxlib.__version__.encode() + str(lib_dir).encode()).hexdigest()
   target = _cache_dir() / f"onednn_conv-{key[:16]}.so"
   if target.exists():
@@ -71,7 +71,8 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-      raise RuntimeError(f"compiling {_SOURCE.name} failed: {done.stderr.strip().splitlines()[-1:]}")
+      detail = (done.stderr.strip().splitlines() or [f"{compiler} exited with {done.returncode}"])[-1]
+      raise RuntimeError(f"compiling {_SOURCE.name} failed: {detail}")
     os.replace(out, target)  # atomic: concurrent processes each build, one file wins
   return target
 
@@ -81,12 +82,12 @@ def why_not() -> str | None:
   """None when the oneDNN convs are built, loaded and registered; else the reason, in one line."""
   if sys.platform != "linux":
     return f"oneDNN convs are built for Linux only (this is {sys.platform})"
-  prefix = _prefix()
-  if prefix is None:
+  found = _find()
+  if found is None:
     return ("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set ONEDNN_ROOT "
             "to a folder with include/oneapi/dnnl and lib/libdnnl.so)")
   try:
-    library = ctypes.cdll.LoadLibrary(str(_build(prefix)))
+    library = ctypes.cdll.LoadLibrary(str(_build(*found)))
   except (OSError, RuntimeError) as e:
     return f"oneDNN convs unavailable: {e}"
   for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS):

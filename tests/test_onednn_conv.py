@@ -1,0 +1,129 @@
+"""oneDNN convs through jax.ffi (models/onednn_conv.py) compute lax.conv_general_dilated's values."""
+import logging
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_resnets import config_lib
+from jax_resnets.models import fast_ops, onednn_conv, registry
+
+_DN = ("NHWC", "HWIO", "NHWC")
+_LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_onednn = pytest.mark.skipif(not _LINUX_X86, reason="oneDNN wheels exist for Linux x86-64 only")
+
+
+def _lax(strides, pads):
+  return lambda x, k: jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DN,
+                                                   precision="highest")
+
+
+@needs_onednn
+def test_built_and_registered():
+  # requirements.txt installs oneDNN on Linux x86-64; there the handlers must build and load.
+  assert onednn_conv.why_not() is None
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape,k_shape,strides,pads", [
+    ((2, 8, 8, 3), (3, 3, 3, 4), (1, 1), ((1, 1), (1, 1))),
+    ((2, 9, 9, 4), (3, 3, 4, 5), (2, 2), ((1, 1), (1, 1))),     # odd map, stride 2
+    ((2, 8, 8, 4), (3, 3, 4, 5), (2, 2), ((1, 1), (1, 1))),
+    ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), ((0, 0), (0, 0))),     # ResNet downsample
+    ((2, 16, 16, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3))),   # ImageNet stem
+    ((3, 5, 7, 4), (3, 3, 4, 5), (1, 2), ((0, 2), (1, 0)))])    # asymmetric everything
+def test_values_and_both_gradients_match_lax(x_shape, k_shape, strides, pads):
+  rng = np.random.default_rng(0)
+  x, k = (rng.normal(size=s).astype(np.float32) for s in (x_shape, k_shape))
+  ref, got = _lax(strides, pads), onednn_conv.conv(strides, pads)
+  y = jax.jit(got)(x, k)
+  np.testing.assert_allclose(y, ref(x, k), rtol=1e-5, atol=1e-5)
+  r = rng.normal(size=y.shape).astype(np.float32)
+  grads = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * r), (0, 1)))(x, k)
+  for g, want in zip(grads(got), grads(ref)):
+    np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+  assert "OnednnConvForward" in jax.jit(got).lower(x, k).as_text()
+
+
+@needs_onednn
+def test_vmap_is_one_call_per_model_with_equal_gradients():
+  rng = np.random.default_rng(1)
+  xs, ks = rng.normal(size=(3, 2, 8, 8, 4)).astype(np.float32), rng.normal(size=(3, 3, 3, 4, 5)).astype(np.float32)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) ** 2)
+  pads = ((1, 1), (1, 1))
+  got_fn, ref_fn = (jax.jit(jax.vmap(jax.value_and_grad(loss(f), (0, 1))))
+                    for f in (onednn_conv.conv((1, 1), pads), _lax((1, 1), pads)))
+  for got, want in zip(jax.tree.leaves(got_fn(xs, ks)), jax.tree.leaves(ref_fn(xs, ks))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+  hlo = got_fn.lower(xs, ks).compile().as_text()
+  assert hlo.count('custom_call_target="OnednnConvBackwardWeights"') == 3 and "feature_group_count" not in hlo
+
+
+def test_conv_plan_by_map_size():
+  big, small = (8, 16, 16, 64), (8, 4, 4, 64)
+  k3 = (3, 3, 64, 64)
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=False) == ("xla",) * 3
+  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("xla",) * 3
+  # 4x4 -> 2x2, stride 2: XLA's input gradient is a pathological swapped-operand conv there.
+  assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), onednn=True) == ("handmade", "handmade", "xla")
+  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == (
+      "whole_map", "whole_map", "xla")
+
+
+def _tiny_resnet(conv="auto"):
+  cfg = config_lib.base_config().model
+  cfg.update(depth=18, stem="cifar", width=4, conv=conv)
+  return registry.build_model(cfg, num_classes=3)
+
+
+def _train_hlo(model, x):
+  variables = model.init(jax.random.key(0), x, train=False)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    return jnp.sum(logits[0] ** 2)
+  return jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+
+
+@needs_onednn
+def test_resnet_train_step_uses_onednn_on_large_maps():
+  hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
+  # CIFAR stem and layer1 at 16 px, layer2 at 8 px: oneDNN; layer3/4 (4 and 2 px): XLA / matmuls.
+  calls = lambda target: hlo.count(f'custom_call_target="OnednnConv{target}"')
+  # stem, layer1 (4), layer2 (4 + its 1x1 downsample); the stem's input gradient is not needed.
+  assert (calls("Forward"), calls("BackwardData"), calls("BackwardWeights")) == (10, 9, 10)
+  assert "convolution(" in hlo
+
+
+def test_without_onednn_auto_falls_back_to_xla_and_says_why(monkeypatch, caplog):
+  monkeypatch.setattr(onednn_conv, "why_not", lambda: "oneDNN not found (test)")
+  onednn_conv._warn_once.cache_clear()
+  with caplog.at_level(logging.WARNING):
+    hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
+  assert "Onednn" not in hlo and "convolution(" in hlo
+  assert "oneDNN not found (test); convolutions fall back to XLA's" in caplog.text
+  with pytest.raises(RuntimeError, match="oneDNN not found"):
+    onednn_conv.conv((3, 3), ((0, 0), (0, 0)))
+
+
+def test_not_applicable_to_bfloat16_or_negative_padding():
+  x, k = jnp.zeros((1, 8, 8, 4), jnp.bfloat16), jnp.zeros((3, 3, 4, 4), jnp.bfloat16)
+  assert not onednn_conv.applicable(x, k, ((1, 1), (1, 1)))
+  assert not onednn_conv.applicable(x.astype(jnp.float32), k.astype(jnp.float32), ((-1, 0), (0, 0)))
+
+
+@needs_onednn
+def test_build_is_cached_and_a_failing_compiler_is_one_clear_error(monkeypatch, tmp_path):
+  found = onednn_conv._find()
+  monkeypatch.setenv("JAX_RESNETS_CACHE", str(tmp_path / "ok"))
+  first = onednn_conv._build(*found)
+  assert first.exists() and onednn_conv._build(*found) == first and first.parent == tmp_path / "ok"
+  monkeypatch.setenv("JAX_RESNETS_CACHE", str(tmp_path / "bad"))
+  monkeypatch.setenv("CXX", "false")
+  with pytest.raises(RuntimeError, match="compiling onednn_conv.cc failed"):
+    onednn_conv._build(*found)
+  assert not list((tmp_path / "bad").glob("*.so"))
