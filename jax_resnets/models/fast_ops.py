@@ -181,6 +181,8 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
                                                                              dimension_numbers):
     plan = conv_plan(lhs.shape, rhs.shape, strides, padding, _onednn_applies(lhs, rhs, strides, padding))
     dimension_numbers = _NHWC
+  if plan == ("onednn",) * 3:  # its own custom_vjp (both gradients in order) and vmap rule
+    return _formulation("onednn", strides, padding, dilation, _NHWC, 1, precision)(lhs, rhs)
   conv = planned_conv(plan, strides, padding, dilation, _hashable(dimension_numbers), feature_group_count,
                       precision)
   return conv(lhs, rhs)

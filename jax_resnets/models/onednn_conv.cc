@@ -152,9 +152,9 @@ ffi::Error Forward(Buf x, Buf w, Ret y,
              x.typed_data(), w.typed_data(), y->typed_data());
 }
 
-ffi::Error BackwardData(Buf dy, Buf w,
-                        Ret dx, Ints strides,
-                        Ints padding) {
+// `after` (the kernel gradient of the same conv) is not read: it orders this call after that one,
+// so the two never run at once and compete for the cores (each uses all of them).
+ffi::Error BackwardData(Buf dy, Buf w, ffi::AnyBuffer after, Ret dx, Ints strides, Ints padding) {
   return Run(MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding),
              dx->typed_data(), w.typed_data(), dy.typed_data());
 }
@@ -178,5 +178,12 @@ ffi::Error BackwardWeights(Buf x, Buf dy,
                                     .Attr<Ints>("padding"));
 
 BIND_CONV(OnednnConvForward, Forward)
-BIND_CONV(OnednnConvBackwardData, BackwardData)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBackwardData, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<Buf>()
+                                  .Arg<Buf>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<Buf>()
+                                  .Attr<Ints>("strides")
+                                  .Attr<Ints>("padding"));
 BIND_CONV(OnednnConvBackwardWeights, BackwardWeights)

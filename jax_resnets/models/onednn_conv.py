@@ -125,9 +125,9 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
     raise RuntimeError(reason)
   attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64))
 
-  def call(target, shape, a, b):
+  def call(target, shape, *operands):
     result = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.ffi.ffi_call(target, result, vmap_method="sequential_unrolled")(a, b, **attrs)
+    return jax.ffi.ffi_call(target, result, vmap_method="sequential_unrolled")(*operands, **attrs)
 
   def out_shape(x, k):
     ho, wo = ((n + lo + hi - kk) // s + 1 for n, (lo, hi), kk, s in zip(x.shape[1:3], pads, k.shape[:2], strides))
@@ -142,7 +142,8 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
 
   def f_bwd(residuals, dy):
     x, k = residuals
-    return call(_BACKWARD_DATA, x.shape, dy, k), call(_BACKWARD_WEIGHTS, k.shape, x, dy)
+    dk = call(_BACKWARD_WEIGHTS, k.shape, x, dy)
+    return call(_BACKWARD_DATA, x.shape, dy, k, dk), dk  # dx after dk (onednn_conv.cc: BackwardData)
 
   f.defvjp(f_fwd, f_bwd)
   return f
