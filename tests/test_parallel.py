@@ -60,3 +60,17 @@ def test_training_moves_parameters(batches, single):
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(state1.params))]
   assert all(moved)
   assert all(np.isfinite(h["loss"]) for h in hist1)
+
+
+def test_device_mean_skips_the_all_reduce_on_one_device():
+  def program(n):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:n]), (steps.AXIS,))
+    spec = jax.sharding.PartitionSpec(steps.AXIS)
+    f = jax.shard_map(steps.device_mean, mesh=mesh, in_specs=spec, out_specs=spec)
+    x = np.arange(8, dtype=np.float32)
+    return np.asarray(jax.jit(f)(x)), str(jax.make_jaxpr(f)(x))
+  one, jaxpr_one = program(1)
+  four, jaxpr_four = program(4)
+  np.testing.assert_array_equal(one, np.arange(8))
+  np.testing.assert_allclose(four, np.tile([3.0, 4.0], 4))  # shards [0 1] [2 3] [4 5] [6 7] averaged
+  assert "psum" not in jaxpr_one and "pmean" not in jaxpr_one and "psum" in jaxpr_four

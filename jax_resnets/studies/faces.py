@@ -38,7 +38,7 @@ from jax_resnets.data import pipeline, sources
 from jax_resnets.evaluation import verification
 from jax_resnets.training import checkpointing, face_losses, loop, parallel, preemption, summary
 from jax_resnets.training.state import create_train_state
-from jax_resnets.training.steps import AXIS
+from jax_resnets.training.steps import AXIS, device_mean
 
 TASKS = ("classification", "verification", "both")
 CENTERS = "center_loss_centers"  # batch_stats entry holding the center-loss centers.
@@ -100,14 +100,14 @@ def train_step(state, batch: dict, loss_cfg, seed: int):
     return loss, (logits, out["features"], updates["batch_stats"], parts)
 
   (loss, (logits, features, new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads, new_stats, loss, parts = lax.pmean((grads, new_stats, loss, parts), AXIS)
+  grads, new_stats, loss, parts = device_mean((grads, new_stats, loss, parts))
   if centers is not None:  # Sums over the global batch: N devices update as one would.
     diff_sum, counts = lax.psum(face_losses.center_update_terms(features, labels, centers), AXIS)
     new_stats[CENTERS] = face_losses.update_centers(centers, diff_sum, counts, loss_cfg.center_alpha)
   new_state = state.apply_gradients(grads, new_stats, value=loss)
   metrics = {"loss": loss, **parts}
   if logits is not None:
-    metrics["accuracy"] = lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), AXIS)
+    metrics["accuracy"] = device_mean(jnp.mean(jnp.argmax(logits, -1) == labels))
   return new_state, metrics
 
 
