@@ -138,6 +138,10 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
   """
   n, h, w, c = x.shape
   f = k.shape[-1]
+  # Build the matrix when x is ready, not at the start of the program (it only needs k): there it
+  # ran beside the stem's oneDNN conv and both slowed down 3x (BUILD_NOTES.md, attempt 21). XLA:CPU
+  # drops optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
+  k = k + jnp.zeros((), k.dtype) * lax.stop_gradient(x[0, 0, 0, 0])
   blocks = jnp.stack([jnp.stack([k[a, b] for a, b in row], axis=0) for row in taps], axis=0)  # [P, Q, C, F]
   matrix = blocks.transpose(1, 2, 0, 3).reshape(h * w * c, len(taps) * f)
   return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
