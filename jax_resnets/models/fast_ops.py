@@ -8,16 +8,15 @@ checks each against the reference op (values and gradients).
   64x64 ResNet-18 stem, b64, against torch's 5.7 ms) by nine strided compares and one fused
   sum of interior-padded arrays. Ties go to the first maximum in raster order of the window,
   as XLA's select-and-scatter (`>=` select) and torch do.
-* `AutoConv`: `nn.Conv`'s parameters and call signature; per call it picks the formulation
-  that is fast on XLA:CPU for that shape: where every output pixel sees every input pixel
-  (3x3 convs on 2x2 or 1x1 maps) one dense matmul whose blocks are the kernel taps
-  (`whole_map_conv`: no zero taps, 3.4x faster forward than im2col at ResNet-18's 2x2 layer4);
-  else the im2col + one matmul of `handmade_conv` for
-  k x k convs whose output map is at most `small_map` pixels a side (XLA:CPU turns those into
-  a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps) and for the stem
-  (few input channels: the backward is a single [k*k*C, N*H*W] x [N*H*W, F] matmul), else
-  `lax.conv_general_dilated` (what `nn.Conv` computes), wrapped so that `jax.vmap` over models
-  (population training) loops over the models instead of making a grouped conv.
+* `AutoConv`: `nn.Conv`'s parameters and call signature; per conv, `conv_plan` picks who
+  computes its forward, input gradient and kernel gradient, each measured fastest at that shape
+  (`python -m jax_resnets.bench_convs`): oneDNN (`onednn_conv.py`, CPU, output maps of 5+ pixels
+  a side); where every output pixel sees every input pixel (3x3 convs on 2x2 or 1x1 maps) one
+  dense matmul whose blocks are the kernel taps (`whole_map_conv`); im2col + one matmul
+  (`handmade_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU turns those
+  into a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps); else
+  `lax.conv_general_dilated` (what `nn.Conv` computes). `jax.vmap` over models (population
+  training) loops over the models instead of making a grouped conv.
 """
 import functools
 from typing import Any, Callable
