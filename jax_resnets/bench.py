@@ -229,7 +229,7 @@ def single_model() -> None:
     contenders.update(torch_side)
   times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   report(contenders, times, first, _BATCH.value, memory)
-  print(f"load average: {load_average()}  cpu: {cpu_model()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {xla_flags.allocator()}")
 
 
 def population_contenders(model, ks: list[int], flops_per_model: float) -> dict:
@@ -266,7 +266,7 @@ def population_bench() -> None:
     print(f"K={k:<3d} {med * 1e3:8.1f} ms/step  {k * _BATCH.value / med:8.1f} img/s (all models)  "
           f"cost per model {med / k / base:.2f}x K={ks[0]}  K runs' worth: {med / (k * base):.2f}  "
           f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s")
-  print(f"load average: {load_average()}  cpu: {cpu_model()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {xla_flags.allocator()}")
 
 
 def main(argv):

@@ -1,4 +1,6 @@
 """xla_flags.configure: the CPU flags, the eval-only variant, and the user's own choice kept."""
+import sys
+
 import pytest
 
 from jax_resnets import xla_flags
@@ -23,3 +25,12 @@ def test_configure_keeps_the_users_value_and_honours_opt_out(monkeypatch):
   monkeypatch.setenv("JAX_RESNETS_DEFAULT_XLA_FLAGS", "0")
   xla_flags.configure()
   assert xla_flags.os.environ["XLA_FLAGS"] == ""
+
+
+def test_allocator_and_hint(monkeypatch):
+  monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+  assert xla_flags.allocator() == "tcmalloc" and xla_flags.allocator_hint() is None
+  monkeypatch.setenv("LD_PRELOAD", "")
+  assert xla_flags.allocator() == "glibc"
+  if sys.platform.startswith("linux"):
+    assert "LD_PRELOAD=" in xla_flags.allocator_hint() and "tcmalloc" in xla_flags.allocator_hint()
