@@ -138,7 +138,7 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
   n, h, w, c = x.shape
   f = k.shape[-1]
   # Build the matrix when x is ready, not at the start of the program (it only needs k): there it
-  # ran beside the stem's oneDNN conv and both slowed down 3x (BUILD_NOTES.md, attempt 21). XLA:CPU
+  # ran beside the stem's oneDNN conv and both slowed down 3x (BUILD_NOTES.md, attempt 24). XLA:CPU
   # drops optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
   k = k + jnp.zeros((), k.dtype) * lax.stop_gradient(x[0, 0, 0, 0])
   blocks = jnp.stack([jnp.stack([k[a, b] for a, b in row], axis=0) for row in taps], axis=0)  # [P, Q, C, F]
@@ -146,8 +146,8 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
   return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
 
 
-# oneDNN (onednn_conv.py) runs the convs whose output map is larger than this many pixels a
-# side; at and below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 20).
+# oneDNN (onednn_conv.py) runs the convs whose output map is at least this many pixels a side;
+# below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 21).
 ONEDNN_MIN_MAP = 5
 
 

@@ -27,15 +27,13 @@ import tempfile
 from typing import Callable
 
 import jax
-import jaxlib
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 _SOURCE = pathlib.Path(__file__).with_suffix(".cc")
 _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS = "OnednnConvForward", "OnednnConvBackwardData", "OnednnConvBackwardWeights"
 _HEADER = pathlib.Path("include", "oneapi", "dnnl", "dnnl.hpp")
-
-
 _LIB_DIRS = ("lib", "lib64", "lib/x86_64-linux-gnu")
 
 
