@@ -25,8 +25,9 @@ from typing import Callable
 
 from jax_resnets import xla_flags
 
-# `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets.
-xla_flags.configure(eval_only="--mode=eval" in sys.argv)
+# `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets; `--nomalloc_tuning`
+# keeps glibc malloc's defaults (for both contenders: they share the process).
+xla_flags.configure(eval_only="--mode=eval" in sys.argv, malloc="--nomalloc_tuning" not in sys.argv)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
@@ -58,6 +59,8 @@ _CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in chann
 _POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=FLAGS)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (per contender).", flag_values=FLAGS)
+flags.DEFINE_bool("malloc_tuning", True, "glibc malloc keeps freed memory (xla_flags.tune_malloc; read "
+                  "from argv before flags are parsed). Process-wide: JAX and torch alike.", flag_values=FLAGS)
 _REWARM = flags.DEFINE_integer("rewarm", 1, "Untimed steps a contender runs at its turn in each round before "
                                "its timed step: on this VM the first step after any pause is ~25% slower "
                                "(BUILD_NOTES.md), so steady-state speed is timed.", flag_values=FLAGS)

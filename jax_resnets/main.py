@@ -30,8 +30,6 @@ class _QuietLibraries(logging.logging.Filter):
 
 def main(argv) -> int:
   logging.get_absl_logger().addFilter(_QuietLibraries())
-  if (hint := xla_flags.allocator_hint()) is not None:
-    logging.info(hint)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jax_resnets import errors, studies

@@ -1,9 +1,9 @@
-"""XLA flags that measurably help on CPU (see shared notes and BUILD_NOTES.md).
+"""Process settings that measurably help on CPU: XLA flags and glibc malloc's (BUILD_NOTES.md).
 
 Must run before JAX initialises its backend; entry points call `configure()` first.
 """
+import ctypes
 import os
-import sys
 
 _YNN = "--xla_cpu_experimental_ynn_fusion_type"
 # Keeps convolutions off XLA:CPU's YNNPACK fusion path: 1.4-1.56x train and eval here.
@@ -14,8 +14,11 @@ CPU_FLAGS = (f"{_YNN}=-individual_convolution",)
 EVAL_ONLY_CPU_FLAGS = (f"{_YNN}=-individual_convolution,-reduce",)
 
 
-def configure(eval_only: bool = False) -> None:
-  """Appends the CPU flags to XLA_FLAGS unless the user already set them (or opts out)."""
+def configure(eval_only: bool = False, malloc: bool = True) -> None:
+  """Appends the CPU flags to XLA_FLAGS unless the user already set them (or opts out with
+  JAX_RESNETS_DEFAULT_XLA_FLAGS=0), and tunes glibc malloc (`tune_malloc`) when `malloc`."""
+  if malloc:
+    tune_malloc()
   if os.environ.get("JAX_RESNETS_DEFAULT_XLA_FLAGS", "1") == "0":
     return
   current = os.environ.get("XLA_FLAGS", "")
@@ -24,21 +27,34 @@ def configure(eval_only: bool = False) -> None:
 
 
 _ALLOCATORS = ("tcmalloc", "jemalloc")
-_TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+# mallopt parameters (glibc malloc.h): no mmap'd blocks, never trim the heap, one arena.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_MALLOPTS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1))
+_tuned = False
+
+
+def tune_malloc() -> bool:
+  """Makes glibc malloc keep the memory XLA:CPU frees, so the next step does not fault it in again.
+
+  XLA:CPU frees its large buffers after every step; glibc hands blocks over its mmap threshold
+  back to the kernel (and trims its heaps), so each ResNet-18 CIFAR step took ~190k page faults.
+  With mmap off, no trimming and one arena, a train step is ~13% faster (CIFAR b128 66 -> 76
+  img/s; peak RSS 1.6 -> 2.4 GiB, memory is kept for reuse). BUILD_NOTES.md, attempt 30.
+  Linux + glibc only, not under a preloaded tcmalloc / jemalloc; JAX_RESNETS_MALLOC_TUNING=0 opts
+  out. Returns whether it is (now) tuned."""
+  global _tuned
+  if _tuned or os.environ.get("JAX_RESNETS_MALLOC_TUNING", "1") == "0" or allocator() != "glibc":
+    return _tuned
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    _tuned = all(libc.mallopt(param, value) == 1 for param, value in _MALLOPTS)
+  except (OSError, AttributeError):  # not glibc
+    _tuned = False
+  return _tuned
 
 
 def allocator() -> str:
-  """The malloc this process runs with: a preloaded tcmalloc / jemalloc, else glibc's."""
+  """The malloc this process runs with: a preloaded tcmalloc / jemalloc, glibc's (tuned or not)."""
   preload = os.environ.get("LD_PRELOAD", "")
-  return next((a for a in _ALLOCATORS if a in preload), "glibc")
-
-
-def allocator_hint() -> str | None:
-  """On Linux with glibc's malloc, how to run with tcmalloc: XLA:CPU frees and re-maps its large
-  buffers every step, ~190k page faults per CIFAR ResNet-18 step; tcmalloc keeps them, training
-  is about 15% faster (BUILD_NOTES.md, Performance, attempt 28). None when there is nothing to say."""
-  if not sys.platform.startswith("linux") or allocator() != "glibc":
-    return None
-  how = (f"LD_PRELOAD={_TCMALLOC}" if os.path.exists(_TCMALLOC)
-         else "apt install libtcmalloc-minimal4, then LD_PRELOAD=" + _TCMALLOC)
-  return f"CPU training runs about 15% faster with tcmalloc: {how} python -m ..."
+  name = next((a for a in _ALLOCATORS if a in preload), "glibc")
+  return f"{name} (tuned)" if name == "glibc" and _tuned else name

@@ -1,4 +1,6 @@
 """xla_flags.configure: the CPU flags, the eval-only variant, and the user's own choice kept."""
+import os
+import subprocess
 import sys
 
 import pytest
@@ -27,10 +29,40 @@ def test_configure_keeps_the_users_value_and_honours_opt_out(monkeypatch):
   assert xla_flags.os.environ["XLA_FLAGS"] == ""
 
 
-def test_allocator_and_hint(monkeypatch):
+_HEAP = """
+import ctypes, sys
+import numpy as np
+from jax_resnets import xla_flags
+print(xla_flags.tune_malloc() if sys.argv[1] == "tuned" else False)
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33
+  _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+buffer = np.ones(16 << 20, np.float32)  # 64 MB, as XLA:CPU's per-step buffers
+held = libc.mallinfo2()
+del buffer
+freed = libc.mallinfo2()
+print(held.hblkhd >> 20, freed.arena >> 20)  # MB in mmap'd blocks while held; heap MB after free
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_tuned_malloc_keeps_large_buffers_in_the_heap():
+  def run(mode):
+    out = subprocess.run([sys.executable, "-c", _HEAP, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LD_PRELOAD": ""}).stdout.split()
+    return out[0], int(out[1]), int(out[2])
+  tuned, mmapped, heap_after_free = run("tuned")
+  # Tuned: the 64 MB come from the heap and stay there after free (the next step reuses its pages).
+  assert tuned == "True" and mmapped == 0 and heap_after_free >= 64
+  _, mmapped, heap_after_free = run("default")
+  # glibc's defaults: mmap'd, and unmapped on free (the next step faults the pages in again).
+  assert mmapped >= 64 and heap_after_free < 64
+
+
+def test_allocator_names(monkeypatch):
   monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
-  assert xla_flags.allocator() == "tcmalloc" and xla_flags.allocator_hint() is None
+  assert xla_flags.allocator() == "tcmalloc"
   monkeypatch.setenv("LD_PRELOAD", "")
-  assert xla_flags.allocator() == "glibc"
-  if sys.platform.startswith("linux"):
-    assert "LD_PRELOAD=" in xla_flags.allocator_hint() and "tcmalloc" in xla_flags.allocator_hint()
+  assert xla_flags.allocator() in ("glibc", "glibc (tuned)")
