@@ -27,7 +27,9 @@ from jax_resnets import xla_flags
 
 # `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets; `--nomalloc_tuning`
 # keeps glibc malloc's defaults (for both contenders: they share the process).
-xla_flags.configure(eval_only="--mode=eval" in sys.argv, malloc="--nomalloc_tuning" not in sys.argv)
+if "--nomalloc_tuning" in sys.argv:
+  xla_flags.os.environ["JAX_RESNETS_MALLOC_TUNING"] = "0"  # also for modules that configure on import
+xla_flags.configure(eval_only="--mode=eval" in sys.argv)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
