@@ -14,11 +14,10 @@ CPU_FLAGS = (f"{_YNN}=-individual_convolution",)
 EVAL_ONLY_CPU_FLAGS = (f"{_YNN}=-individual_convolution,-reduce",)
 
 
-def configure(eval_only: bool = False, malloc: bool = True) -> None:
-  """Appends the CPU flags to XLA_FLAGS unless the user already set them (or opts out with
-  JAX_RESNETS_DEFAULT_XLA_FLAGS=0), and tunes glibc malloc (`tune_malloc`) when `malloc`."""
-  if malloc:
-    tune_malloc()
+def configure(eval_only: bool = False) -> None:
+  """Tunes glibc malloc (`tune_malloc`), and appends the CPU flags to XLA_FLAGS unless the user
+  already set them (or opts out with JAX_RESNETS_DEFAULT_XLA_FLAGS=0)."""
+  tune_malloc()
   if os.environ.get("JAX_RESNETS_DEFAULT_XLA_FLAGS", "1") == "0":
     return
   current = os.environ.get("XLA_FLAGS", "")

@@ -9,6 +9,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax_resnets_test_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# glibc malloc tuning (xla_flags.tune_malloc) speeds up long runs' steps but slows compiling
+# ~1.5x, and the suite mostly compiles tiny programs: off here (and in the subprocesses), tested
+# on its own in test_xla_flags.py.
+os.environ.setdefault("JAX_RESNETS_MALLOC_TUNING", "0")
 
 from jax_resnets import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -51,7 +51,7 @@ print(held.hblkhd >> 20, freed.arena >> 20)  # MB in mmap'd blocks while held; h
 def test_tuned_malloc_keeps_large_buffers_in_the_heap():
   def run(mode):
     out = subprocess.run([sys.executable, "-c", _HEAP, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, "LD_PRELOAD": ""}).stdout.split()
+                         env={**os.environ, "LD_PRELOAD": "", "JAX_RESNETS_MALLOC_TUNING": "1"}).stdout.split()
     return out[0], int(out[1]), int(out[2])
   tuned, mmapped, heap_after_free = run("tuned")
   # Tuned: the 64 MB come from the heap and stay there after free (the next step reuses its pages).
