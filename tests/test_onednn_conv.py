@@ -68,6 +68,14 @@ def test_conv_plan_by_map_size():
   assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("onednn",) * 3
   assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=False) == ("xla",) * 3
   assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("xla",) * 3
+  # Winograd (where the loaded oneDNN has it): 3x3 stride 1 on maps >= 4 px, channels in 16s.
+  win = dict(onednn=True, winograd=True)
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), **win) == ("winograd",) * 3
+  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), **win) == ("winograd",) * 3
+  assert fast_ops.conv_plan(big, (3, 3, 64, 8), (1, 1), ((1, 1), (1, 1)), **win) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, k3, (2, 2), ((1, 1), (1, 1)), **win) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, (1, 1, 64, 64), (1, 1), ((0, 0), (0, 0)), **win) == ("onednn",) * 3
+  assert fast_ops.conv_plan((8, 3, 3, 64), k3, (1, 1), ((1, 1), (1, 1)), **win) == ("xla",) * 3
   # 4x4 -> 2x2, stride 2: XLA's input gradient is a pathological swapped-operand conv there.
   assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), onednn=True) == ("handmade", "handmade", "xla")
   assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == (
@@ -92,11 +100,51 @@ def _train_hlo(model, x):
 @needs_onednn
 def test_resnet_train_step_uses_onednn_on_large_maps():
   hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
-  # CIFAR stem and layer1 at 16 px, layer2 at 8 px: oneDNN; layer3/4 (4 and 2 px): XLA / matmuls.
-  calls = lambda target: hlo.count(f'custom_call_target="OnednnConv{target}"')
+  # Width 4: CIFAR stem and layer1 at 16 px (4 channels), layer2 at 8 px (8): oneDNN direct;
+  # layer3 at 4 px has 16 channels: its three 3x3 stride-1 convs are Winograd; the rest XLA / matmuls.
+  lines = hlo.splitlines()
+  calls = lambda target, algorithm: sum(f'custom_call_target="OnednnConv{target}"' in line
+                                        and f"algorithm = {algorithm} :" in line for line in lines)
   # stem, layer1 (4), layer2 (4 + its 1x1 downsample); the stem's input gradient is not needed.
-  assert (calls("Forward"), calls("BackwardData"), calls("BackwardWeights")) == (10, 9, 10)
+  assert [calls(t, 0) for t in ("Forward", "BackwardData", "BackwardWeights")] == [10, 9, 10]
+  want = 3 if onednn_conv.has_winograd() else 0
+  assert [calls(t, 1) for t in ("Forward", "BackwardData", "BackwardWeights")] == [want] * 3
   assert "convolution(" in hlo
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+  except (OSError, StopIteration):
+    return set()
+
+
+@needs_onednn
+def test_winograd_is_there_on_avx512():
+  # requirements.txt pins oneDNN 3.1, whose Winograd convs need AVX-512 (3.2 dropped them).
+  assert onednn_conv.has_winograd() == ("avx512f" in _cpu_flags())
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape,k_shape", [
+    ((2, 8, 8, 16), (3, 3, 16, 32)),
+    ((3, 7, 5, 32), (3, 3, 32, 16)),    # odd maps: partial 4x4 tiles
+    ((2, 4, 4, 64), (3, 3, 64, 64))])   # one tile
+def test_winograd_values_and_both_gradients_match_lax(x_shape, k_shape):
+  if not onednn_conv.has_winograd():
+    pytest.skip("this CPU has no AVX-512: oneDNN has no Winograd conv for it (checked above)")
+  rng = np.random.default_rng(2)
+  x, k = rng.normal(size=x_shape).astype(np.float32), rng.normal(size=k_shape).astype(np.float32) / 10
+  pads = ((1, 1), (1, 1))
+  ref, got = _lax((1, 1), pads), onednn_conv.conv((1, 1), pads, "winograd")
+  y = jax.jit(got)(x, k)
+  np.testing.assert_allclose(y, ref(x, k), rtol=1e-4, atol=2e-5 * float(np.abs(y).max()))
+  r = rng.normal(size=y.shape).astype(np.float32)
+  grads = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(f(x, k) * r), (0, 1)))(x, k)
+  for g, want in zip(grads(got), grads(ref)):
+    np.testing.assert_allclose(g, want, rtol=1e-4, atol=2e-5 * float(np.abs(want).max()))
+  assert "algorithm = 1 :" in jax.jit(got).lower(x, k).as_text()
 
 
 def test_without_onednn_auto_falls_back_to_xla_and_says_why(monkeypatch, caplog):

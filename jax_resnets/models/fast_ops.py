@@ -151,19 +151,25 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
 ONEDNN_MIN_MAP = 5
 
 
-def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool) -> tuple[str, str, str]:
+def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
+              winograd: bool = False) -> tuple[str, str, str]:
   """Who computes the forward, the input gradient and the kernel gradient of a NHWC / HWIO conv
   (stride only: no dilation, no groups). Each name is a formulation of the same conv, fastest
   for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
   * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
-  * "onednn" (all three) when it is available and the output map is >= ONEDNN_MIN_MAP a side;
+  * "winograd" (all three: oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
+    `onednn_conv.winograd_applies` (3x3, stride 1, output maps >= 4 px);
+  * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side;
   * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
     takes 0.15-0.4 s (a swapped-operand conv);
   * "xla" otherwise, and for every kernel gradient of the small-map cases."""
   dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
   if whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, None, None, dn) is not None:
     return "whole_map", "whole_map", "xla"
-  if onednn and min(output_size(lhs_shape, rhs_shape, window_strides, padding)) >= ONEDNN_MIN_MAP:
+  out_map = min(output_size(lhs_shape, rhs_shape, window_strides, padding))
+  if onednn and winograd and onednn_conv.winograd_applies(rhs_shape, window_strides, out_map):
+    return "winograd", "winograd", "winograd"
+  if onednn and out_map >= ONEDNN_MIN_MAP:
     return "onednn", "onednn", "onednn"
   if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
     return "handmade", "handmade", "xla"
@@ -182,10 +188,11 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   plan = ("xla",) * 3
   if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
                                                                              dimension_numbers):
-    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, _onednn_applies(lhs, rhs, strides, padding))
+    onednn = _onednn_applies(lhs, rhs, strides, padding)
+    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, onednn, onednn and onednn_conv.has_winograd())
     dimension_numbers = _NHWC
-  if plan == ("onednn",) * 3:  # its own custom_vjp (both gradients in order) and vmap rule
-    return _formulation("onednn", strides, padding, dilation, _NHWC, 1, precision)(lhs, rhs)
+  if plan in (("onednn",) * 3, ("winograd",) * 3):  # own custom_vjp (both gradients in order), vmap rule
+    return _formulation(plan[0], strides, padding, dilation, _NHWC, 1, precision)(lhs, rhs)
   conv = planned_conv(plan, strides, padding, dilation, _hashable(dimension_numbers), feature_group_count,
                       precision)
   return conv(lhs, rhs)
@@ -227,10 +234,13 @@ def _formulation(name, strides, padding, dilation, dimension_numbers, groups, pr
   def handmade(x, k):
     return handmade_conv.conv2d(x, k, strides, padding, dilation, groups, precision)
 
-  def onednn(x, k):
+  def onednn(x, k, algorithm="direct"):
     pads = handmade_conv.explicit_padding(padding, x.shape[1:3], k.shape[:2], strides, (1, 1))
-    return onednn_conv.conv(strides, tuple(map(tuple, pads)))(x, k)
-  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": onednn}[name]
+    return onednn_conv.conv(strides, tuple(map(tuple, pads)), algorithm)(x, k)
+
+  def winograd(x, k):
+    return onednn(x, k, "winograd")
+  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": onednn, "winograd": winograd}[name]
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,6 +10,8 @@
 // blocked weight copies oneDNN's kernels want are per calling thread.
 #include <array>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,63 +32,76 @@ using Ret = ffi::ResultBuffer<ffi::F32, 4>;
 using Ints = ffi::Span<const int64_t>;
 
 enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+enum Algorithm : int64_t { kDirect = 0, kWinograd = 1 };
 
-// kind, N, H, W, C, F, kh, kw, Ho, Wo, sh, sw, lo_h, hi_h, lo_w, hi_w
-using Key = std::array<int64_t, 16>;
+// kind, N, H, W, C, F, kh, kw, Ho, Wo, sh, sw, lo_h, hi_h, lo_w, hi_w, algorithm
+using Key = std::array<int64_t, 17>;
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
 
-struct Plan {
-  dnnl::primitive conv;
-  memory::desc user_weights, conv_weights, scratchpad;
-  dnnl::reorder weights_reorder;  // user -> conv layout (fwd, bwd data) or back (bwd weights)
-  bool reorders = false;
-};
-
 memory::desc Desc(const memory::dims& dims, Tag tag) {
   return memory::desc(dims, memory::data_type::f32, tag);
 }
 
+// One operand of the conv: its layout in XLA's buffer (NHWC / HWIO) and the one the primitive
+// wants; where they differ, the reorder that copies it in (operands) or out (results).
+struct Operand {
+  memory::desc user, conv;
+  dnnl::reorder copy;
+  bool reorders = false;
+};
+
+Operand MakeOperand(const memory::desc& user, const memory::desc& conv, bool is_result) {
+  Operand op{user, conv};
+  op.reorders = conv != user;
+  if (op.reorders) {
+    auto& eng = Engine();
+    op.copy = dnnl::reorder(is_result ? dnnl::reorder::primitive_desc(eng, conv, eng, user)
+                                      : dnnl::reorder::primitive_desc(eng, user, eng, conv));
+  }
+  return op;
+}
+
+struct Plan {
+  dnnl::primitive conv;
+  Operand x, w, y;  // src / diff_src, weights / diff_weights, dst / diff_dst
+  memory::desc scratchpad;
+};
+
+// Winograd (F(4x4, 3x3), oneDNN <= 3.1, AVX-512) wants blocked activations: its src and dst
+// layouts are left to oneDNN (`any`) and reordered from / to NHWC in every call.
 std::unique_ptr<Plan> MakePlan(const Key& k) {
   const memory::dims src{k[1], k[4], k[2], k[3]}, wei{k[5], k[4], k[6], k[7]}, dst{k[1], k[5], k[8], k[9]};
   const memory::dims strides{k[10], k[11]}, pad_l{k[12], k[14]}, pad_r{k[13], k[15]};
+  const auto alg = k[16] == kWinograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
+  const Tag act = k[16] == kWinograd ? Tag::any : Tag::nhwc;
+  const auto xd = Desc(src, act), wd = Desc(wei, Tag::any), yd = Desc(dst, act);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto& eng = Engine();
   auto plan = std::make_unique<Plan>();
-  plan->user_weights = Desc(wei, Tag::hwio);
-  auto fwd = dnnl::convolution_forward::primitive_desc(
-      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Desc(src, Tag::nhwc),
-      Desc(wei, Tag::any), Desc(dst, Tag::nhwc), strides, pad_l, pad_r, attr);
+  auto fwd = dnnl::convolution_forward::primitive_desc(eng, dnnl::prop_kind::forward_training, alg, xd, wd, yd,
+                                                       strides, pad_l, pad_r, attr);
+  memory::desc x, w, y;
   if (k[0] == kForward) {
     plan->conv = dnnl::convolution_forward(fwd);
-    plan->conv_weights = fwd.weights_desc();
-    plan->scratchpad = fwd.scratchpad_desc();
+    x = fwd.src_desc(), w = fwd.weights_desc(), y = fwd.dst_desc(), plan->scratchpad = fwd.scratchpad_desc();
   } else if (k[0] == kBackwardData) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, Desc(src, Tag::nhwc), Desc(wei, Tag::any),
-        Desc(dst, Tag::nhwc), strides, pad_l, pad_r, fwd, attr);
+    auto pd = dnnl::convolution_backward_data::primitive_desc(eng, alg, xd, wd, yd, strides, pad_l, pad_r, fwd, attr);
     plan->conv = dnnl::convolution_backward_data(pd);
-    plan->conv_weights = pd.weights_desc();
-    plan->scratchpad = pd.scratchpad_desc();
+    x = pd.diff_src_desc(), w = pd.weights_desc(), y = pd.diff_dst_desc(), plan->scratchpad = pd.scratchpad_desc();
   } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, Desc(src, Tag::nhwc), Desc(wei, Tag::any),
-        Desc(dst, Tag::nhwc), strides, pad_l, pad_r, fwd, attr);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(eng, alg, xd, wd, yd, strides, pad_l, pad_r, fwd,
+                                                                 attr);
     plan->conv = dnnl::convolution_backward_weights(pd);
-    plan->conv_weights = pd.diff_weights_desc();
-    plan->scratchpad = pd.scratchpad_desc();
+    x = pd.src_desc(), w = pd.diff_weights_desc(), y = pd.diff_dst_desc(), plan->scratchpad = pd.scratchpad_desc();
   }
-  plan->reorders = plan->conv_weights != plan->user_weights;
-  if (plan->reorders) {
-    const bool to_user = k[0] == kBackwardWeights;
-    const auto& from = to_user ? plan->conv_weights : plan->user_weights;
-    const auto& to = to_user ? plan->user_weights : plan->conv_weights;
-    plan->weights_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
-  }
+  plan->x = MakeOperand(Desc(src, Tag::nhwc), x, k[0] == kBackwardData);
+  plan->w = MakeOperand(Desc(wei, Tag::hwio), w, k[0] == kBackwardWeights);
+  plan->y = MakeOperand(Desc(dst, Tag::nhwc), y, k[0] == kForward);
   return plan;
 }
 
@@ -99,12 +114,37 @@ const Plan& GetPlan(const Key& key) {
   return *slot;
 }
 
-// Per-thread scratch: index 0 = oneDNN scratchpad, 1 = weights in the conv's layout.
+// Per-thread scratch: index 0 = oneDNN scratchpad, 1-3 = x, w, y in the conv's layouts. Aligned to
+// 64 bytes (a cache line / AVX-512 register): the Winograd kernels' aligned stores need it.
 void* Scratch(int index, size_t bytes) {
-  thread_local std::array<std::vector<char>, 2> buffers;
-  auto& b = buffers[index];
-  if (b.size() < bytes) b.resize(bytes);
-  return b.data();
+  struct Block {
+    std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
+    size_t size = 0;
+  };
+  thread_local std::array<Block, 4> blocks;
+  auto& b = blocks[index];
+  if (b.size < bytes) {
+    b.data.reset(static_cast<char*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
+    if (!b.data) throw std::bad_alloc();
+    b.size = bytes;
+  }
+  return b.data.get();
+}
+
+// The operand's memory in the conv's layout: XLA's buffer itself, or a scratch copy (filled from
+// XLA's buffer for operands; results are copied back by Finish).
+memory Stage(const Operand& op, float* data, int index, bool is_result, dnnl::stream& stream) {
+  auto& eng = Engine();
+  memory user(op.user, eng, data);
+  if (!op.reorders) return user;
+  memory conv(op.conv, eng, Scratch(index, op.conv.get_size()));
+  if (!is_result) op.copy.execute(stream, user, conv);
+  return conv;
+}
+
+void Finish(const Operand& op, memory& conv, float* data, dnnl::stream& stream) {
+  memory user(op.user, Engine(), data);
+  if (op.reorders) op.copy.execute(stream, conv, user);
 }
 
 // Runs `kind` with x/w/y pointers in user layouts (NHWC, HWIO, NHWC); which are inputs depends
@@ -113,25 +153,24 @@ void* Scratch(int index, size_t bytes) {
 ffi::Error Run(const Key& key, float* x, float* w, float* y) {
   try {
     const Plan& plan = GetPlan(key);
-    auto& eng = Engine();
-    thread_local dnnl::stream stream(eng);
-    memory xm(Desc({key[1], key[4], key[2], key[3]}, Tag::nhwc), eng, x);
-    memory ym(Desc({key[1], key[5], key[8], key[9]}, Tag::nhwc), eng, y);
-    memory wm(plan.user_weights, eng, w);
-    memory cw = plan.reorders ? memory(plan.conv_weights, eng, Scratch(1, plan.conv_weights.get_size())) : wm;
-    memory pad(plan.scratchpad, eng, Scratch(0, plan.scratchpad.get_size()));
-    if (key[0] == kForward) {
-      if (plan.reorders) plan.weights_reorder.execute(stream, wm, cw);
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, cw}, {DNNL_ARG_DST, ym},
+    thread_local dnnl::stream stream(Engine());
+    const Kind kind = static_cast<Kind>(key[0]);
+    memory xm = Stage(plan.x, x, 1, kind == kBackwardData, stream);
+    memory wm = Stage(plan.w, w, 2, kind == kBackwardWeights, stream);
+    memory ym = Stage(plan.y, y, 3, kind == kForward, stream);
+    memory pad(plan.scratchpad, Engine(), Scratch(0, plan.scratchpad.get_size()));
+    if (kind == kForward) {
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
-    } else if (key[0] == kBackwardData) {
-      if (plan.reorders) plan.weights_reorder.execute(stream, wm, cw);
-      plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_WEIGHTS, cw}, {DNNL_ARG_DIFF_SRC, xm},
+      Finish(plan.y, ym, y, stream);
+    } else if (kind == kBackwardData) {
+      plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, xm},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
+      Finish(plan.x, xm, x, stream);
     } else {
-      plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_DIFF_WEIGHTS, cw},
+      plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_DIFF_WEIGHTS, wm},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      if (plan.reorders) plan.weights_reorder.execute(stream, cw, wm);
+      Finish(plan.w, wm, w, stream);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
@@ -140,29 +179,27 @@ ffi::Error Run(const Key& key, float* x, float* w, float* y) {
   return ffi::Error::Success();
 }
 
-Key MakeKey(Kind kind, Ints x, Ints w, Ints y,
-            Ints strides, Ints padding) {
+Key MakeKey(Kind kind, Ints x, Ints w, Ints y, Ints strides, Ints padding, int64_t algorithm) {
   return {kind, x[0], x[1], x[2], x[3], w[3], w[0], w[1], y[1], y[2],
-          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3]};
+          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3], algorithm};
 }
 
-ffi::Error Forward(Buf x, Buf w, Ret y,
-                   Ints strides, Ints padding) {
-  return Run(MakeKey(kForward, x.dimensions(), w.dimensions(), y->dimensions(), strides, padding),
+ffi::Error Forward(Buf x, Buf w, Ret y, Ints strides, Ints padding, int64_t algorithm) {
+  return Run(MakeKey(kForward, x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, algorithm),
              x.typed_data(), w.typed_data(), y->typed_data());
 }
 
 // `after` (the kernel gradient of the same conv) is not read: it orders this call after that one,
 // so the two never run at once and compete for the cores (each uses all of them).
-ffi::Error BackwardData(Buf dy, Buf w, ffi::AnyBuffer after, Ret dx, Ints strides, Ints padding) {
-  return Run(MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding),
+ffi::Error BackwardData(Buf dy, Buf w, ffi::AnyBuffer after, Ret dx, Ints strides, Ints padding,
+                        int64_t algorithm) {
+  return Run(MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding, algorithm),
              dx->typed_data(), w.typed_data(), dy.typed_data());
 }
 
-ffi::Error BackwardWeights(Buf x, Buf dy,
-                           Ret dw, Ints strides,
-                           Ints padding) {
-  return Run(MakeKey(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding),
+ffi::Error BackwardWeights(Buf x, Buf dy, Ret dw, Ints strides, Ints padding, int64_t algorithm) {
+  return Run(MakeKey(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding,
+                     algorithm),
              x.typed_data(), dw->typed_data(), dy.typed_data());
 }
 
@@ -175,7 +212,8 @@ ffi::Error BackwardWeights(Buf x, Buf dy,
                                     .Arg<Buf>()                          \
                                     .Ret<Buf>()                          \
                                     .Attr<Ints>("strides")                \
-                                    .Attr<Ints>("padding"));
+                                    .Attr<Ints>("padding")                \
+                                    .Attr<int64_t>("algorithm"));
 
 BIND_CONV(OnednnConvForward, Forward)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBackwardData, BackwardData,
@@ -185,5 +223,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConvBackwardData, BackwardData,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<Buf>()
                                   .Attr<Ints>("strides")
-                                  .Attr<Ints>("padding"));
+                                  .Attr<Ints>("padding")
+                                  .Attr<int64_t>("algorithm"));
 BIND_CONV(OnednnConvBackwardWeights, BackwardWeights)
+
+// 1 when this oneDNN build has a Winograd forward conv for a 3x3 / stride 1 / 16-channel shape
+// (oneDNN 3.0-3.1 on AVX-512; 3.2 dropped it), else 0. Called once by onednn_conv.py (ctypes).
+extern "C" int OnednnHasWinograd() {
+  try {
+    GetPlan({kForward, 1, 8, 8, 16, 16, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, kWinograd});
+    return 1;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}

@@ -69,7 +69,8 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
     logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-      detail = (done.stderr.strip().splitlines() or [f"{compiler} exited with {done.returncode}"])[-1]
+      lines = done.stderr.strip().splitlines()
+      detail = next((l for l in lines if "error" in l), lines[-1] if lines else f"{compiler} exited with {done.returncode}")
       raise RuntimeError(f"compiling {_SOURCE.name} failed: {detail}")
     os.replace(out, target)  # atomic: concurrent processes each build, one file wins
   return target
@@ -114,14 +115,37 @@ def _warn_once(reason: str) -> None:
   logging.warning("%s; convolutions fall back to XLA's (slower on CPU: BUILD_NOTES.md).", reason)
 
 
+@functools.cache
+def has_winograd() -> bool:
+  """True where the loaded oneDNN has Winograd convs (F(4x4, 3x3); oneDNN 3.0-3.1 on AVX-512)."""
+  if why_not() is not None:
+    return False
+  return bool(ctypes.cdll.LoadLibrary(str(_build(*_find()))).OnednnHasWinograd())
+
+
+def winograd_applies(rhs_shape, strides, out_map: int) -> bool:
+  """Where Winograd beats oneDNN's direct conv (BUILD_NOTES.md, Performance, attempt 31): 3x3,
+  stride 1, channels in blocks of 16, output maps of WINOGRAD_MIN_MAP px or more a side."""
+  kh, kw, c, f = rhs_shape
+  return ((kh, kw) == (3, 3) and tuple(strides) == (1, 1) and c % 16 == 0 and f % 16 == 0
+          and out_map >= WINOGRAD_MIN_MAP)
+
+
+WINOGRAD_MIN_MAP = 4
+_ALGORITHMS = {"direct": 0, "winograd": 1}  # onednn_conv.cc: Algorithm
+
+
 @functools.lru_cache(maxsize=None)
-def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]) -> Callable:
+def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]],
+         algorithm: str = "direct") -> Callable:
   """f(x [N,H,W,C], k [kh,kw,C,F]) -> [N,Ho,Wo,F]: `lax.conv_general_dilated(x, k, strides, pads,
-  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` and its gradients, computed by oneDNN. Under
+  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` and its gradients, computed by oneDNN with
+  `algorithm` ("direct" or "winograd": same values to float tolerance, ~2e-5 relative). Under
   `jax.vmap` (populations) each model's conv is its own call."""
   if (reason := why_not()) is not None:
     raise RuntimeError(reason)
-  attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64))
+  attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64),
+               algorithm=np.int64(_ALGORITHMS[algorithm]))
 
   def call(target, shape, *operands):
     result = jax.ShapeDtypeStruct(shape, jnp.float32)
