@@ -4,11 +4,12 @@ XLA:CPU runs convolutions with Eigen; its kernel-gradient convs (plus the layout
 for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, which PyTorch uses
 (`python -m jax_resnets.bench_convs`). jaxlib's own oneDNN switches do not reach convolutions, so
 this module calls oneDNN itself: `onednn_conv.cc` holds three XLA FFI handlers (forward, input
-gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding)` ties together
-with `jax.custom_vjp`.
+gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding, algorithm)` ties
+together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, where `has_winograd()`)
+takes about half the time of the direct conv, for all three (attempt 31).
 
-The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels (requirements.txt;
-Linux x86-64), or from `$ONEDNN_ROOT` (include/ and lib/). The handlers are compiled with the
+The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
+(requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/ and lib/). The handlers are compiled with the
 system C++ compiler on first use into `$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed
 by a hash of the source, the jaxlib version and the oneDNN location; later processes load the
 cached library. Where any of that is missing, `available()` is False, says why in `why_not()`,
