@@ -68,14 +68,17 @@ def test_conv_plan_by_map_size():
   assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("onednn",) * 3
   assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=False) == ("xla",) * 3
   assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("xla",) * 3
-  # Winograd (where the loaded oneDNN has it): 3x3 stride 1 on maps >= 4 px, channels in 16s.
-  win = dict(onednn=True, winograd=True)
-  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), **win) == ("winograd",) * 3
-  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), **win) == ("winograd",) * 3
-  assert fast_ops.conv_plan(big, (3, 3, 64, 8), (1, 1), ((1, 1), (1, 1)), **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, k3, (2, 2), ((1, 1), (1, 1)), **win) == ("onednn",) * 3
+  # Winograd (where the loaded oneDNN has it): 3x3 stride 1, >= 64 channels in 16s, maps >= 4 px,
+  # >= 1024 output pixels in the batch.
+  win, same = dict(onednn=True, winograd=True), ((1, 1), (1, 1))
+  assert fast_ops.conv_plan(big, k3, (1, 1), same, **win) == ("winograd",) * 3
+  assert fast_ops.conv_plan((64, 4, 4, 64), k3, (1, 1), same, **win) == ("winograd",) * 3
+  assert fast_ops.conv_plan(small, k3, (1, 1), same, **win) == ("xla",) * 3           # 128 pixels
+  assert fast_ops.conv_plan((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), same, **win) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, (3, 3, 64, 8), (1, 1), same, **win) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, k3, (2, 2), same, **win) == ("onednn",) * 3
   assert fast_ops.conv_plan(big, (1, 1, 64, 64), (1, 1), ((0, 0), (0, 0)), **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan((8, 3, 3, 64), k3, (1, 1), ((1, 1), (1, 1)), **win) == ("xla",) * 3
+  assert fast_ops.conv_plan((512, 3, 3, 64), k3, (1, 1), same, **win) == ("xla",) * 3
   # 4x4 -> 2x2, stride 2: XLA's input gradient is a pathological swapped-operand conv there.
   assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), onednn=True) == ("handmade", "handmade", "xla")
   assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == (
@@ -98,10 +101,13 @@ def _train_hlo(model, x):
 
 
 @needs_onednn
-def test_resnet_train_step_uses_onednn_on_large_maps():
+def test_resnet_train_step_uses_onednn_on_large_maps(monkeypatch):
+  # Winograd's thresholds lowered so that the tiny net's layer3 (16 channels, 4 px) qualifies.
+  monkeypatch.setattr(onednn_conv, "WINOGRAD_MIN_CHANNELS", 16)
+  monkeypatch.setattr(onednn_conv, "WINOGRAD_MIN_PIXELS", 32)
   hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
   # Width 4: CIFAR stem and layer1 at 16 px (4 channels), layer2 at 8 px (8): oneDNN direct;
-  # layer3 at 4 px has 16 channels: its three 3x3 stride-1 convs are Winograd; the rest XLA / matmuls.
+  # layer3's three 3x3 stride-1 convs: Winograd; the rest XLA / matmuls.
   lines = hlo.splitlines()
   calls = lambda target, algorithm: sum(f'custom_call_target="OnednnConv{target}"' in line
                                         and f"algorithm = {algorithm} :" in line for line in lines)

@@ -158,7 +158,7 @@ def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
   for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
   * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
   * "winograd" (all three: oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
-    `onednn_conv.winograd_applies` (3x3, stride 1, output maps >= 4 px);
+    `onednn_conv.winograd_applies` (3x3, stride 1, >= 64 channels, enough output pixels);
   * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side;
   * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
     takes 0.15-0.4 s (a swapped-operand conv);
@@ -166,10 +166,10 @@ def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
   dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
   if whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, None, None, dn) is not None:
     return "whole_map", "whole_map", "xla"
-  out_map = min(output_size(lhs_shape, rhs_shape, window_strides, padding))
-  if onednn and winograd and onednn_conv.winograd_applies(rhs_shape, window_strides, out_map):
+  out_hw = tuple(output_size(lhs_shape, rhs_shape, window_strides, padding))
+  if onednn and winograd and onednn_conv.winograd_applies(lhs_shape, rhs_shape, window_strides, out_hw):
     return "winograd", "winograd", "winograd"
-  if onednn and out_map >= ONEDNN_MIN_MAP:
+  if onednn and min(out_hw) >= ONEDNN_MIN_MAP:
     return "onednn", "onednn", "onednn"
   if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
     return "handmade", "handmade", "xla"

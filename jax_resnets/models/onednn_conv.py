@@ -124,15 +124,18 @@ def has_winograd() -> bool:
   return bool(ctypes.cdll.LoadLibrary(str(_build(*_find()))).OnednnHasWinograd())
 
 
-def winograd_applies(rhs_shape, strides, out_map: int) -> bool:
-  """Where Winograd beats oneDNN's direct conv (BUILD_NOTES.md, Performance, attempt 31): 3x3,
-  stride 1, channels in blocks of 16, output maps of WINOGRAD_MIN_MAP px or more a side."""
+def winograd_applies(lhs_shape, rhs_shape, strides, out_hw) -> bool:
+  """Where oneDNN's Winograd beats its direct conv (BUILD_NOTES.md, Performance, attempt 31): 3x3,
+  stride 1, channels in blocks of 16 and at least WINOGRAD_MIN_CHANNELS, output maps of at least
+  WINOGRAD_MIN_MAP px a side and WINOGRAD_MIN_PIXELS output pixels in the batch. Below those its
+  transforms and layout copies cost more than the multiplies it saves."""
   kh, kw, c, f = rhs_shape
   return ((kh, kw) == (3, 3) and tuple(strides) == (1, 1) and c % 16 == 0 and f % 16 == 0
-          and out_map >= WINOGRAD_MIN_MAP)
+          and min(c, f) >= WINOGRAD_MIN_CHANNELS and min(out_hw) >= WINOGRAD_MIN_MAP
+          and lhs_shape[0] * out_hw[0] * out_hw[1] >= WINOGRAD_MIN_PIXELS)
 
 
-WINOGRAD_MIN_MAP = 4
+WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_MAP, WINOGRAD_MIN_PIXELS = 64, 4, 1024
 _ALGORITHMS = {"direct": 0, "winograd": 1}  # onednn_conv.cc: Algorithm
 
 
