@@ -26,9 +26,10 @@ def configure(eval_only: bool = False) -> None:
 
 
 _ALLOCATORS = ("tcmalloc", "jemalloc")
-# mallopt parameters (glibc malloc.h): no mmap'd blocks, never trim the heap, one arena.
+# mallopt parameters (glibc malloc.h): no mmap'd blocks, never trim the heap (-1: `man mallopt`;
+# a 2 GiB threshold still trimmed, and the next steps faulted 0.9 GB in again), one arena.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_MALLOPTS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1))
+_MALLOPTS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))
 _tuned = False
 
 
@@ -38,7 +39,8 @@ def tune_malloc() -> bool:
   XLA:CPU frees its large buffers after every step; glibc hands blocks over its mmap threshold
   back to the kernel (and trims its heaps), so each ResNet-18 CIFAR step took ~190k page faults.
   With mmap off, no trimming and one arena, a train step is ~13% faster (CIFAR b128 66 -> 76
-  img/s; peak RSS 1.6 -> 2.4 GiB, memory is kept for reuse). BUILD_NOTES.md, attempt 30.
+  img/s). The price is memory: the heap fragments and keeps what it grew to (CIFAR b128 train: peak
+  RSS 1.9 GiB stock, ~4.5 GiB tuned). BUILD_NOTES.md, attempts 30 and 32.
   Linux + glibc only, not under a preloaded tcmalloc / jemalloc; JAX_RESNETS_MALLOC_TUNING=0 opts
   out. Returns whether it is (now) tuned."""
   global _tuned

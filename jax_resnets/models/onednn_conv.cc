@@ -11,13 +11,14 @@
 // blocked weight copies oneDNN's kernels want are per calling thread.
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <new>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -115,21 +116,30 @@ const Plan& GetPlan(const Key& key) {
   return *slot;
 }
 
-// Per-thread scratch: index 0 = oneDNN scratchpad, 1-3 = x, w, y in the conv's layouts. Aligned to
-// 64 bytes (a cache line / AVX-512 register): the Winograd kernels' aligned stores need it.
+// Per-thread scratch: index 0 = oneDNN scratchpad, 1-3 = x, w, y in the conv's layouts. Mapped
+// outside malloc's heap (blocks of up to ~100 MB that grow a few times in the first steps would
+// fragment it: xla_flags.tune_malloc keeps everything freed there) and page-aligned (the Winograd
+// kernels' aligned stores need 64 bytes).
 void* Scratch(int index, size_t bytes) {
   struct Block {
-    std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
+    void* data = nullptr;
     size_t size = 0;
+    ~Block() {
+      if (data) munmap(data, size);
+    }
   };
   thread_local std::array<Block, 4> blocks;
   auto& b = blocks[index];
   if (b.size < bytes) {
-    b.data.reset(static_cast<char*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
-    if (!b.data) throw std::bad_alloc();
+    if (b.data) munmap(b.data, b.size);
+    b.data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b.data == MAP_FAILED) {
+      b.data = nullptr, b.size = 0;
+      throw std::bad_alloc();
+    }
     b.size = bytes;
   }
-  return b.data.get();
+  return b.data;
 }
 
 // The operand's memory in the conv's layout: XLA's buffer itself, or a scratch copy (filled from
