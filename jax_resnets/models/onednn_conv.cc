@@ -8,15 +8,14 @@
 // strides [sh, sw], padding [lo_h, hi_h, lo_w, hi_w], algorithm (0 direct, 1 Winograd: 2x
 // faster on 3x3 stride-1 convs, attempt 31). Shapes come from the buffers.
 // Primitives are created once per shape and kept (mutex-guarded map); scratchpads and the
-// blocked weight copies oneDNN's kernels want are per calling thread.
+// blocked copies of operands oneDNN's kernels want are per calling thread.
 #include <array>
 #include <cstdint>
-#include <new>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
-#include <vector>
 
 #include <sys/mman.h>
 
@@ -154,8 +153,9 @@ memory Stage(const Operand& op, float* data, int index, bool is_result, dnnl::st
 }
 
 void Finish(const Operand& op, memory& conv, float* data, dnnl::stream& stream) {
+  if (!op.reorders) return;
   memory user(op.user, Engine(), data);
-  if (op.reorders) op.copy.execute(stream, conv, user);
+  op.copy.execute(stream, conv, user);
 }
 
 // Runs `kind` with x/w/y pointers in user layouts (NHWC, HWIO, NHWC); which are inputs depends

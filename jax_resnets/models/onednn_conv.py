@@ -9,9 +9,9 @@ together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, wher
 takes about half the time of the direct conv, for all three (attempt 31).
 
 The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
-(requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/ and lib/). The handlers are compiled with the
-system C++ compiler on first use into `$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed
-by a hash of the source, the jaxlib version and the oneDNN location; later processes load the
+(requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/
+and lib/). The handlers are compiled with the system C++ compiler on first use into
+`$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed by a hash of the source, the jaxlib version and the oneDNN location; later processes load the
 cached library. Where any of that is missing, `available()` is False, says why in `why_not()`,
 and `model.conv=auto` keeps XLA's convs (same values to float tolerance: tests/test_onednn_conv.py).
 """
@@ -70,8 +70,8 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
     logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-      lines = done.stderr.strip().splitlines()
-      detail = next((l for l in lines if "error" in l), lines[-1] if lines else f"{compiler} exited with {done.returncode}")
+      lines = done.stderr.strip().splitlines() or [f"{compiler} exited with {done.returncode}"]
+      detail = next((line for line in lines if "error" in line), lines[-1])  # the first error
       raise RuntimeError(f"compiling {_SOURCE.name} failed: {detail}")
     os.replace(out, target)  # atomic: concurrent processes each build, one file wins
   return target
