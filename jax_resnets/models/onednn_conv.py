@@ -11,9 +11,10 @@ takes about half the time of the direct conv, for all three (attempt 31).
 The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
 (requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/
 and lib/). The handlers are compiled with the system C++ compiler on first use into
-`$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed by a hash of the source, the jaxlib version and the oneDNN location; later processes load the
-cached library. Where any of that is missing, `available()` is False, says why in `why_not()`,
-and `model.conv=auto` keeps XLA's convs (same values to float tolerance: tests/test_onednn_conv.py).
+`$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed by a hash of the source, the jaxlib
+version and the oneDNN location; later processes load the cached library. Where any of that is
+missing, `available()` is False, says why in `why_not()`, and `model.conv=auto` keeps XLA's convs
+(same values to float tolerance: tests/test_onednn_conv.py).
 """
 import ctypes
 import functools
