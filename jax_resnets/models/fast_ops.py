@@ -41,14 +41,13 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   """NHWC max-pool 3x3, stride 2, padding 1 (-inf): the max of the nine strided window views
   (one fusion; the same values as XLA:CPU's reduce-window, 2.4x faster: attempt 33), with a
   scatter-free backward."""
+  out_hw = output_size(x.shape, (_POOL_WINDOW, _POOL_WINDOW), (_POOL_STRIDE,) * 2, ((_POOL_PAD,) * 2,) * 2)
+  return functools.reduce(jnp.maximum, [view for _, view in _window_views(_pool_padded(x), out_hw)])
+
+
+def _pool_padded(x: jax.Array) -> jax.Array:
   p = _POOL_PAD
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
-  views = [view for _, view in _window_views(xp, _pool_output_hw(x.shape))]
-  return functools.reduce(jnp.maximum, views)
-
-
-def _pool_output_hw(shape) -> tuple[int, int]:
-  return tuple((n + 2 * _POOL_PAD - _POOL_WINDOW) // _POOL_STRIDE + 1 for n in shape[1:3])
+  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
 
 
 def _pool_fwd(x):
@@ -70,7 +69,7 @@ def _pool_bwd(residuals, dy):
   """dx: dy routed to the first maximum of each window; the 9 routes summed in one fusion."""
   x, y = residuals
   p = _POOL_PAD
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  xp = _pool_padded(x)
   hp, wp = xp.shape[1:3]
   ho, wo = y.shape[1:3]
   taken = jnp.zeros(y.shape, bool)

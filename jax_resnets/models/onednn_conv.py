@@ -79,21 +79,26 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
 
 
 @functools.cache
-def why_not() -> str | None:
-  """None when the oneDNN convs are built, loaded and registered; else the reason, in one line."""
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+  """(the built, loaded and registered handlers, None), or (None, why not in one line)."""
   if sys.platform != "linux":
-    return f"oneDNN convs are built for Linux only (this is {sys.platform})"
+    return None, f"oneDNN convs are built for Linux only (this is {sys.platform})"
   found = _find()
   if found is None:
-    return ("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set ONEDNN_ROOT "
-            "to a folder with include/oneapi/dnnl and lib/libdnnl.so)")
+    return None, ("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set ONEDNN_ROOT "
+                  "to a folder with include/oneapi/dnnl and lib/libdnnl.so)")
   try:
     library = ctypes.cdll.LoadLibrary(str(_build(*found)))
   except (OSError, RuntimeError) as e:
-    return f"oneDNN convs unavailable: {e}"
+    return None, f"oneDNN convs unavailable: {e}"
   for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS):
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
-  return None
+  return library, None
+
+
+def why_not() -> str | None:
+  """None when the oneDNN convs are built, loaded and registered; else the reason, in one line."""
+  return _load()[1]
 
 
 def available() -> bool:
@@ -120,9 +125,8 @@ def _warn_once(reason: str) -> None:
 @functools.cache
 def has_winograd() -> bool:
   """True where the loaded oneDNN has Winograd convs (F(4x4, 3x3); oneDNN 3.0-3.1 on AVX-512)."""
-  if why_not() is not None:
-    return False
-  return bool(ctypes.cdll.LoadLibrary(str(_build(*_find()))).OnednnHasWinograd())
+  library = _load()[0]
+  return library is not None and bool(library.OnednnHasWinograd())
 
 
 def winograd_applies(lhs_shape, rhs_shape, strides, out_hw) -> bool:
