@@ -52,12 +52,12 @@ memory::desc Desc(const memory::dims& dims, Tag tag) {
 struct Operand {
   memory::desc user, conv;
   dnnl::reorder copy;
-  bool reorders = false;
+  bool reorders = false, is_result = false;
 };
 
 Operand MakeOperand(const memory::desc& user, const memory::desc& conv, bool is_result) {
   Operand op{user, conv};
-  op.reorders = conv != user;
+  op.reorders = conv != user, op.is_result = is_result;
   if (op.reorders) {
     auto& eng = Engine();
     op.copy = dnnl::reorder(is_result ? dnnl::reorder::primitive_desc(eng, conv, eng, user)
@@ -142,18 +142,18 @@ void* Scratch(int index, size_t bytes) {
 }
 
 // The operand's memory in the conv's layout: XLA's buffer itself, or a scratch copy (filled from
-// XLA's buffer for operands; results are copied back by Finish).
-memory Stage(const Operand& op, float* data, int index, bool is_result, dnnl::stream& stream) {
+// XLA's buffer for operands; results are copied back by Finish, which skips the others).
+memory Stage(const Operand& op, float* data, int index, dnnl::stream& stream) {
   auto& eng = Engine();
   memory user(op.user, eng, data);
   if (!op.reorders) return user;
   memory conv(op.conv, eng, Scratch(index, op.conv.get_size()));
-  if (!is_result) op.copy.execute(stream, user, conv);
+  if (!op.is_result) op.copy.execute(stream, user, conv);
   return conv;
 }
 
 void Finish(const Operand& op, memory& conv, float* data, dnnl::stream& stream) {
-  if (!op.reorders) return;
+  if (!op.reorders || !op.is_result) return;
   memory user(op.user, Engine(), data);
   op.copy.execute(stream, conv, user);
 }
@@ -166,23 +166,23 @@ ffi::Error Run(const Key& key, float* x, float* w, float* y) {
     const Plan& plan = GetPlan(key);
     thread_local dnnl::stream stream(Engine());
     const Kind kind = static_cast<Kind>(key[0]);
-    memory xm = Stage(plan.x, x, 1, kind == kBackwardData, stream);
-    memory wm = Stage(plan.w, w, 2, kind == kBackwardWeights, stream);
-    memory ym = Stage(plan.y, y, 3, kind == kForward, stream);
+    memory xm = Stage(plan.x, x, 1, stream);
+    memory wm = Stage(plan.w, w, 2, stream);
+    memory ym = Stage(plan.y, y, 3, stream);
     memory pad(plan.scratchpad, Engine(), Scratch(0, plan.scratchpad.get_size()));
     if (kind == kForward) {
       plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      Finish(plan.y, ym, y, stream);
     } else if (kind == kBackwardData) {
       plan.conv.execute(stream, {{DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, xm},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      Finish(plan.x, xm, x, stream);
     } else {
       plan.conv.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_DIFF_WEIGHTS, wm},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
-      Finish(plan.w, wm, w, stream);
     }
+    Finish(plan.x, xm, x, stream);  // only the result is copied back
+    Finish(plan.w, wm, w, stream);
+    Finish(plan.y, ym, y, stream);
     stream.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN conv: ") + e.what());
