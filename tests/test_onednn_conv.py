@@ -49,17 +49,33 @@ def test_values_and_both_gradients_match_lax(x_shape, k_shape, strides, pads):
 
 
 @needs_onednn
-def test_vmap_is_one_call_per_model_with_equal_gradients():
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_vmap_is_one_call_for_all_models_with_equal_gradients(algorithm):
+  # A population (jax.vmap over models) is one call per conv, which runs the models in parallel.
+  if algorithm == "winograd" and not onednn_conv.has_winograd():
+    pytest.skip("this oneDNN / CPU has no Winograd convs (test_winograd_is_there_on_avx512 says when it must)")
   rng = np.random.default_rng(1)
-  xs, ks = rng.normal(size=(3, 2, 8, 8, 4)).astype(np.float32), rng.normal(size=(3, 3, 3, 4, 5)).astype(np.float32)
+  xs, ks = rng.normal(size=(3, 2, 8, 8, 16)).astype(np.float32), rng.normal(size=(3, 3, 3, 16, 16)).astype(np.float32)
   loss = lambda f: lambda x, k: jnp.sum(f(x, k) ** 2)
   pads = ((1, 1), (1, 1))
   got_fn, ref_fn = (jax.jit(jax.vmap(jax.value_and_grad(loss(f), (0, 1))))
-                    for f in (onednn_conv.conv((1, 1), pads), _lax((1, 1), pads)))
+                    for f in (onednn_conv.conv((1, 1), pads, algorithm), _lax((1, 1), pads)))
   for got, want in zip(jax.tree.leaves(got_fn(xs, ks)), jax.tree.leaves(ref_fn(xs, ks))):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
   hlo = got_fn.lower(xs, ks).compile().as_text()
-  assert hlo.count('custom_call_target="OnednnConvBackwardWeights"') == 3 and "feature_group_count" not in hlo
+  assert hlo.count('custom_call_target="OnednnConvBackwardWeights"') == 1 and "feature_group_count" not in hlo
+
+
+@needs_onednn
+def test_vmap_with_a_shared_operand_and_nested_vmap():
+  # An operand that is not mapped (shared images, shared kernel) is broadcast without a copy.
+  rng = np.random.default_rng(2)
+  x, k = rng.normal(size=(2, 2, 8, 8, 4)).astype(np.float32), rng.normal(size=(3, 3, 3, 4, 5)).astype(np.float32)
+  got, ref = onednn_conv.conv((2, 2), ((1, 1), (1, 1))), _lax((2, 2), ((1, 1), (1, 1)))
+  for axes, args in (((None, 0), (x[0], k)), ((0, None), (x, k[0]))):
+    np.testing.assert_allclose(jax.jit(jax.vmap(got, axes))(*args), jax.vmap(ref, axes)(*args), rtol=1e-5, atol=1e-4)
+  nested = lambda f: jax.vmap(jax.vmap(f, (0, None)), (None, 0))  # [models k, images x]
+  np.testing.assert_allclose(jax.jit(nested(got))(x, k), nested(ref)(x, k), rtol=1e-5, atol=1e-4)
 
 
 def test_conv_plan_by_map_size():

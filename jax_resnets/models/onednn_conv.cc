@@ -7,8 +7,13 @@
 // dx = conv_bwd_data(dy, w), kernel gradient dw = conv_bwd_weights(x, dy). Attributes:
 // strides [sh, sw], padding [lo_h, hi_h, lo_w, hi_w], algorithm (0 direct, 1 Winograd: 2x
 // faster on 3x3 stride-1 convs, attempt 31). Shapes come from the buffers.
+// Buffers may have leading dims before the four conv dims: `jax.vmap` over a population of models
+// (vmap_method "expand_dims") makes one call for all models, which runs one conv per model on
+// its block of each buffer (a size-1 leading dim: the operand is shared), with no copies, and
+// the models in parallel, one core each (BUILD_NOTES.md, Performance, attempt 35).
 // Primitives are created once per shape and kept (mutex-guarded map); scratchpads and the
 // blocked copies of operands oneDNN's kernels want are per calling thread.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -16,7 +21,9 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
+#include <omp.h>
 #include <sys/mman.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -28,15 +35,16 @@ using Tag = memory::format_tag;
 
 namespace {
 
-using Buf = ffi::Buffer<ffi::F32, 4>;
-using Ret = ffi::ResultBuffer<ffi::F32, 4>;
+using Buf = ffi::Buffer<ffi::F32>;  // [models..., 4 conv dims]
+using Ret = ffi::ResultBuffer<ffi::F32>;
 using Ints = ffi::Span<const int64_t>;
 
 enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 enum Algorithm : int64_t { kDirect = 0, kWinograd = 1 };
 
-// kind, N, H, W, C, F, kh, kw, Ho, Wo, sh, sw, lo_h, hi_h, lo_w, hi_w, algorithm
-using Key = std::array<int64_t, 17>;
+// kind, N, H, W, C, F, kh, kw, Ho, Wo, sh, sw, lo_h, hi_h, lo_w, hi_w, algorithm, one thread
+// (1: the plan runs inside RunModels' parallel loop, where oneDNN gets one thread per conv)
+using Key = std::array<int64_t, 18>;
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -192,26 +200,65 @@ ffi::Error Run(const Key& key, float* x, float* w, float* y) {
 
 Key MakeKey(Kind kind, Ints x, Ints w, Ints y, Ints strides, Ints padding, int64_t algorithm) {
   return {kind, x[0], x[1], x[2], x[3], w[3], w[0], w[1], y[1], y[2],
-          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3], algorithm};
+          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3], algorithm, 0};
+}
+
+// An operand as [models..., 4 conv dims]; a leading dim of 1 is broadcast over the models.
+struct Models {
+  float* data;
+  Ints dims;
+  size_t lead() const { return dims.size() - 4; }
+  // The block of the model at `index` (over the leading dims of the result).
+  float* At(const std::vector<int64_t>& index) const {
+    int64_t offset = 0, stride = 1;
+    for (size_t i = dims.size(); i-- > 0;) {
+      if (i < lead() && dims[i] != 1) offset += index[i] * stride;
+      stride *= dims[i];
+    }
+    return data + offset;
+  }
+};
+
+// One conv per model (see Run for which of x, w, y are read and written).
+ffi::Error RunModels(Kind kind, Models x, Models w, Models y, Ints strides, Ints padding, int64_t algorithm) {
+  if (x.dims.size() < 4 || x.dims.size() != w.dims.size() || x.dims.size() != y.dims.size()) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "oneDNN conv: operands need the same leading dims");
+  }
+  std::vector<int64_t> shape(x.lead());
+  int64_t models = 1;
+  for (size_t i = 0; i < x.lead(); ++i) models *= shape[i] = std::max({x.dims[i], w.dims[i], y.dims[i]});
+  Key key = MakeKey(kind, x.dims.last(4), w.dims.last(4), y.dims.last(4), strides, padding, algorithm);
+  key[17] = models > 1;
+  if (models == 1) return Run(key, x.data, w.data, y.data);
+  // Models in parallel, one core each: faster than each conv on all cores (small convs split badly).
+  std::vector<int> failed(models, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < models; ++m) {
+    omp_set_num_threads(1);  // oneDNN sizes primitives by this thread's max threads: one
+    std::vector<int64_t> index(shape.size());
+    for (size_t i = shape.size(), rest = m; i-- > 0; rest /= shape[i]) index[i] = rest % shape[i];
+    failed[m] = Run(key, x.At(index), w.At(index), y.At(index)).failure();
+  }
+  for (int64_t m = 0; m < models; ++m) if (failed[m]) return Run(key, x.data, w.data, y.data);
+  return ffi::Error::Success();
 }
 
 ffi::Error Forward(Buf x, Buf w, Ret y, Ints strides, Ints padding, int64_t algorithm) {
-  return Run(MakeKey(kForward, x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, algorithm),
-             x.typed_data(), w.typed_data(), y->typed_data());
+  return RunModels(kForward, {x.typed_data(), x.dimensions()}, {w.typed_data(), w.dimensions()},
+                   {y->typed_data(), y->dimensions()}, strides, padding, algorithm);
 }
 
 // `after` (the kernel gradient of the same conv) is not read: it orders this call after that one,
 // so the two never run at once and compete for the cores (each uses all of them).
 ffi::Error BackwardData(Buf dy, Buf w, ffi::AnyBuffer after, Ret dx, Ints strides, Ints padding,
                         int64_t algorithm) {
-  return Run(MakeKey(kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding, algorithm),
-             dx->typed_data(), w.typed_data(), dy.typed_data());
+  return RunModels(kBackwardData, {dx->typed_data(), dx->dimensions()}, {w.typed_data(), w.dimensions()},
+                   {dy.typed_data(), dy.dimensions()}, strides, padding, algorithm);
 }
 
 ffi::Error BackwardWeights(Buf x, Buf dy, Ret dw, Ints strides, Ints padding, int64_t algorithm) {
-  return Run(MakeKey(kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding,
-                     algorithm),
-             x.typed_data(), dw->typed_data(), dy.typed_data());
+  return RunModels(kBackwardWeights, {x.typed_data(), x.dimensions()}, {dw->typed_data(), dw->dimensions()},
+                   {dy.typed_data(), dy.dimensions()}, strides, padding, algorithm);
 }
 
 }  // namespace
@@ -242,7 +289,7 @@ BIND_CONV(OnednnConvBackwardWeights, BackwardWeights)
 // (oneDNN 3.0-3.1 on AVX-512; 3.2 dropped it), else 0. Called once by onednn_conv.py (ctypes).
 extern "C" int OnednnHasWinograd() {
   try {
-    GetPlan({kForward, 1, 8, 8, 16, 16, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, kWinograd});
+    GetPlan({kForward, 1, 8, 8, 16, 16, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, kWinograd, 0});
     return 1;
   } catch (const dnnl::error&) {
     return 0;

@@ -6,7 +6,8 @@ for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, w
 this module calls oneDNN itself: `onednn_conv.cc` holds three XLA FFI handlers (forward, input
 gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding, algorithm)` ties
 together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, where `has_winograd()`)
-takes about half the time of the direct conv, for all three (attempt 31).
+takes about half the time of the direct conv, for all three (attempt 31). Under `jax.vmap` (a
+population: training/population.py) one call runs all models' convs, in parallel (attempt 35).
 
 The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
 (requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/
@@ -66,7 +67,7 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
   target.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
     out = pathlib.Path(tmp) / target.name
-    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", str(_SOURCE), f"-I{jax.ffi.include_dir()}",
+    cmd = [compiler, "-O2", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(_SOURCE), f"-I{jax.ffi.include_dir()}",
            f"-I{prefix / 'include'}", f"-L{lib_dir}", "-ldnnl", f"-Wl,-rpath,{lib_dir}", "-o", str(out)]
     logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -150,7 +151,8 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
   """f(x [N,H,W,C], k [kh,kw,C,F]) -> [N,Ho,Wo,F]: `lax.conv_general_dilated(x, k, strides, pads,
   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` and its gradients, computed by oneDNN with
   `algorithm` ("direct" or "winograd": same values to float tolerance, ~2e-5 relative). Under
-  `jax.vmap` (populations) each model's conv is its own call."""
+  `jax.vmap` (a population of models) one call runs every model's conv, the models in parallel
+  on one core each (onednn_conv.cc: RunModels)."""
   if (reason := why_not()) is not None:
     raise RuntimeError(reason)
   attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64),
@@ -158,7 +160,7 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
 
   def call(target, shape, *operands):
     result = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.ffi.ffi_call(target, result, vmap_method="sequential_unrolled")(*operands, **attrs)
+    return jax.ffi.ffi_call(target, result, vmap_method="expand_dims")(*operands, **attrs)
 
   def out_shape(x, k):
     ho, wo = ((n + lo + hi - kk) // s + 1 for n, (lo, hi), kk, s in zip(x.shape[1:3], pads, k.shape[:2], strides))
