@@ -6,10 +6,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jax_resnets import config_lib
 from jax_resnets.models import fast_ops, onednn_conv, registry
+from jax_resnets.training import population
 
 _DN = ("NHWC", "HWIO", "NHWC")
 _LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
@@ -99,6 +101,10 @@ def test_conv_plan_by_map_size():
   assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), onednn=True) == ("handmade", "handmade", "xla")
   assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == (
       "whole_map", "whole_map", "xla")
+  # A population (vmapped models, one core each): oneDNN at every map size but the whole-map ones.
+  assert fast_ops.conv_plan(small, k3, (1, 1), same, onednn=True, population=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan(small, k3, (2, 2), same, onednn=True, population=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), same, onednn=True, population=True)[0] == "whole_map"
 
 
 def _tiny_resnet(conv="auto"):
@@ -197,3 +203,24 @@ def test_build_is_cached_and_a_failing_compiler_is_one_clear_error(monkeypatch, 
   with pytest.raises(RuntimeError, match="compiling onednn_conv.cc failed"):
     onednn_conv._build(*found)
   assert not list((tmp_path / "bad").glob("*.so"))
+
+
+@needs_onednn
+@pytest.mark.parametrize("num_models", [2, 4])  # 2: one program, 2 models in parallel; 4: one per device
+def test_population_step_equals_each_models_own_step(num_models):
+  # The population's convs all go through oneDNN (models in parallel; shard_map over the 4 test
+  # devices when K divides evenly): one step must equal each model's step in a population of one.
+  pop = population.Population(_tiny_resnet(), optax.sgd(0.1, momentum=0.9), (16, 16, 3))
+  rng = np.random.default_rng(3)
+  batch = {"image": rng.normal(size=(num_models, 4, 16, 16, 3)).astype(np.float32),
+           "label": rng.integers(0, 3, (num_models, 4)).astype(np.int32)}
+  seeds = list(range(10, 10 + num_models))
+  state = population.shard_models(pop.init(seeds, [0.0] * num_models), num_models)
+  hlo = pop.train_step.lower(state, population.shard_models(batch, num_models), 0).compile().as_text()
+  assert "all-gather" not in hlo and hlo.count('custom_call_target="OnednnConvBackwardWeights"') > 10
+  together, metrics = pop.train_step(state, population.shard_models(batch, num_models), 0)
+  for k, seed in enumerate(seeds):
+    alone, alone_metrics = pop.train_step(pop.init([seed], [0.0]), jax.tree.map(lambda b: b[k:k + 1], batch), 0)
+    np.testing.assert_allclose(metrics["loss"][k], alone_metrics["loss"][0], rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
+      np.testing.assert_allclose(got[k], want[0], rtol=1e-4, atol=1e-5)

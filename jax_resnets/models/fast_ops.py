@@ -16,8 +16,12 @@ checks each against the reference op (values and gradients).
   (`handmade_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU turns those
   into a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps); else
   `lax.conv_general_dilated` (what `nn.Conv` computes). `jax.vmap` over models (population
-  training) loops over the models instead of making a grouped conv.
+  training) loops over the models instead of making a grouped conv; convs traced inside
+  `models_in_parallel()` (population.py's vmapped steps) go to oneDNN at every map size, which
+  runs the models in parallel, one core each.
 """
+import contextlib
+import contextvars
 import functools
 from typing import Any, Callable
 
@@ -155,19 +159,32 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
 
 
 # oneDNN (onednn_conv.py) runs the convs whose output map is at least this many pixels a side;
-# below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 21).
+# below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 21). Under
+# `models_in_parallel` it runs them all: one core per model beats a loop of XLA convs (attempt 35).
 ONEDNN_MIN_MAP = 5
+_MODELS_IN_PARALLEL = contextvars.ContextVar("models_in_parallel", default=False)
+
+
+@contextlib.contextmanager
+def models_in_parallel():
+  """Convs traced inside are vmapped over a population of models (training/population.py)."""
+  token = _MODELS_IN_PARALLEL.set(True)
+  try:
+    yield
+  finally:
+    _MODELS_IN_PARALLEL.reset(token)
 
 
 def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
-              winograd: bool = False) -> tuple[str, str, str]:
+              winograd: bool = False, population: bool = False) -> tuple[str, str, str]:
   """Who computes the forward, the input gradient and the kernel gradient of a NHWC / HWIO conv
   (stride only: no dilation, no groups). Each name is a formulation of the same conv, fastest
   for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
   * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
   * "winograd" (all three: oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
     `onednn_conv.winograd_applies` (3x3, stride 1, >= 64 channels, enough output pixels);
-  * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side;
+  * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side
+    (any size for a `population`);
   * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
     takes 0.15-0.4 s (a swapped-operand conv);
   * "xla" otherwise, and for every kernel gradient of the small-map cases."""
@@ -177,7 +194,7 @@ def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
   out_hw = tuple(output_size(lhs_shape, rhs_shape, window_strides, padding))
   if onednn and winograd and onednn_conv.winograd_applies(lhs_shape, rhs_shape, window_strides, out_hw):
     return "winograd", "winograd", "winograd"
-  if onednn and min(out_hw) >= ONEDNN_MIN_MAP:
+  if onednn and (population or min(out_hw) >= ONEDNN_MIN_MAP):
     return "onednn", "onednn", "onednn"
   if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
     return "handmade", "handmade", "xla"
@@ -197,7 +214,8 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
                                                                              dimension_numbers):
     onednn = _onednn_applies(lhs, rhs, strides, padding)
-    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, onednn, onednn and onednn_conv.has_winograd())
+    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, onednn, onednn and onednn_conv.has_winograd(),
+                     _MODELS_IN_PARALLEL.get())
     dimension_numbers = _NHWC
   if plan in (("onednn",) * 3, ("winograd",) * 3):  # own custom_vjp (both gradients in order), vmap rule
     return _formulation(plan[0], strides, padding, dilation, _NHWC, 1, precision)(lhs, rhs)

@@ -4,7 +4,7 @@ Model k uses seed `seeds[k]` for its initialisation and its data order. Every le
 `PopulationState` has a leading model axis; the train step is `jax.vmap` of a pure
 single-model step (no collectives: batch norm is per model), with the global step and the
 batch shape shared, so all models run in one XLA program. With several devices and K
-divisible by their number, the model axis is sharded over them (GSPMD splits the program).
+divisible by their number, the model axis is split over them (`jax.shard_map`).
 
 Gradual magnitude pruning (compression/pruning.py) is built in: each model has a final
 sparsity (0 = dense) and masks; masks are updated on the schedule's update steps, and
@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jax_resnets.compression import pruning
 from jax_resnets.config_lib import ConfigError
 from jax_resnets.data import pipeline
+from jax_resnets.models import fast_ops
 from jax_resnets.training import optim, steps
 from jax_resnets.training.loop import NonFiniteLoss
 
@@ -79,7 +80,9 @@ class Population:
   pretrained_prefix: str = "backbone"
 
   def __post_init__(self):
-    self.train_step = jax.jit(jax.vmap(self._model_step, in_axes=(0, 0, None)), donate_argnums=0)
+    # Traced in models_in_parallel: every conv goes to oneDNN, which runs the models in parallel.
+    step = jax.vmap(fast_ops.models_in_parallel()(self._model_step), in_axes=(0, 0, None))
+    self.train_step = jax.jit(over_devices(step, (P(MODELS), P(MODELS), P())), donate_argnums=0)
     self._init = jax.jit(self._model_init)
     self._logits = {}
 
@@ -145,18 +148,32 @@ class Population:
     """[K, B, C] logits of every model (variables with a leading model axis) on shared images."""
     apply_fn = apply_fn or self.model.apply
     if apply_fn not in self._logits:
-      fn = lambda v, x: apply_fn(v, x, train=False)[0]
-      self._logits[apply_fn] = jax.jit(jax.vmap(fn, in_axes=(0, None)))
+      fn = fast_ops.models_in_parallel()(lambda v, x: apply_fn(v, x, train=False)[0])
+      self._logits[apply_fn] = jax.jit(over_devices(jax.vmap(fn, in_axes=(0, None)), (P(MODELS), P())))
     return self._logits[apply_fn](variables, images)
+
+
+def _models_mesh(num_models: int) -> Mesh | None:
+  """All devices along the model axis, when there are several and K divides evenly over them."""
+  n = jax.device_count()
+  return None if n == 1 or num_models % n else Mesh(np.array(jax.devices()), (MODELS,))
 
 
 def shard_models(tree, num_models: int):
   """Places the model axis over all devices when K divides evenly (else leaves it as is)."""
-  n = jax.device_count()
-  if n == 1 or num_models % n:
-    return tree
-  sharding = NamedSharding(Mesh(np.array(jax.devices()), (MODELS,)), P(MODELS))
-  return jax.device_put(tree, sharding)
+  mesh = _models_mesh(num_models)
+  return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P(MODELS)))
+
+
+def over_devices(fn: Callable, in_specs: tuple) -> Callable:
+  """`fn` (vmapped over models: leading axis K of its first argument and its outputs) with each
+  device computing its share of the models (`jax.shard_map`), where `_models_mesh` has a mesh."""
+  def run(*args):
+    mesh = _models_mesh(jax.tree.leaves(args[0])[0].shape[0])
+    if mesh is None:
+      return fn(*args)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(MODELS), check_vma=False)(*args)
+  return run
 
 
 @dataclasses.dataclass(frozen=True)
