@@ -123,7 +123,8 @@ def small_filesystem(path, monkeypatch):
 
   def fill():
     if mounted:
-      with open(os.path.join(path, "filler"), "wb") as f, contextlib.suppress(OSError):
+      # suppress outermost: closing the file flushes what the full disk refused, raising again.
+      with contextlib.suppress(OSError), open(os.path.join(path, "filler"), "wb") as f:
         while True:
           f.write(b"\0" * (1 << 20))
           f.flush()

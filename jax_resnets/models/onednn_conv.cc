@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -192,7 +193,7 @@ ffi::Error Run(const Key& key, float* x, float* w, float* y) {
     Finish(plan.w, wm, w, stream);
     Finish(plan.y, ym, y, stream);
     stream.wait();
-  } catch (const dnnl::error& e) {
+  } catch (const std::exception& e) {  // dnnl::error, or bad_alloc from Scratch
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN conv: ") + e.what());
   }
   return ffi::Error::Success();
@@ -230,16 +231,19 @@ ffi::Error RunModels(Kind kind, Models x, Models w, Models y, Ints strides, Ints
   Key key = MakeKey(kind, x.dims.last(4), w.dims.last(4), y.dims.last(4), strides, padding, algorithm);
   key[17] = models > 1;
   if (models == 1) return Run(key, x.data, w.data, y.data);
-  // Models in parallel, one core each: faster than each conv on all cores (small convs split badly).
-  std::vector<int> failed(models, 0);
+  // Models in parallel, one core each: faster in the whole population step than each conv on all
+  // cores, for every kind of conv (BUILD_NOTES.md, attempt 35).
+  std::vector<ffi::Error> errors(models);
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < models; ++m) {
     omp_set_num_threads(1);  // oneDNN sizes primitives by this thread's max threads: one
     std::vector<int64_t> index(shape.size());
     for (size_t i = shape.size(), rest = m; i-- > 0; rest /= shape[i]) index[i] = rest % shape[i];
-    failed[m] = Run(key, x.At(index), w.At(index), y.At(index)).failure();
+    errors[m] = Run(key, x.At(index), w.At(index), y.At(index));
   }
-  for (int64_t m = 0; m < models; ++m) if (failed[m]) return Run(key, x.data, w.data, y.data);
+  for (const ffi::Error& error : errors) {
+    if (error.failure()) return error;
+  }
   return ffi::Error::Success();
 }
 
