@@ -26,6 +26,9 @@ def get_config(arg: str | None = None):
   config.dataset.update(name="celeb_a", train_split="train", eval_split="test", augment=("flip",))
   config.dataset.image_size = 64
   config.dataset.label_attribute = "Blond_Hair"
+  # One input iterator per model: on demand. Their read-ahead threads would fight the train step
+  # for the cores (85 population steps: 4.8 s on demand, 8.8 s with one thread each; BUILD_NOTES).
+  config.dataset.read_threads = 0
   config.model.update(name="resnet", depth=18, stem="imagenet", width=64)
   config.model.trainable = ()  # Prefixes of trainable params (empty: all).
   config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")

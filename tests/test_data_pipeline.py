@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import grain
 import numpy as np
 import pytest
 from PIL import Image
@@ -51,6 +52,14 @@ def test_resume_from_state_continues_with_same_batches(num_workers, mix):
   if not num_workers:  # (Worker processes take seconds to start: check seeds only in-process.)
     first = next(pipeline.train_iterator(cfg, 4, seed=3))["image"]
     assert not np.array_equal(next(pipeline.train_iterator(cfg, 4, seed=4))["image"], first)
+
+
+def test_read_ahead_threads_do_not_change_the_batches():
+  # dataset.read_threads only decides when batches are made (grain ReadOptions), not what they hold.
+  on_demand = _take(pipeline.train_iterator(_synthetic_cfg(read_threads=0), 4, seed=5), 6)
+  for threads in (1, 3):
+    _assert_same_batches(_take(pipeline.train_iterator(_synthetic_cfg(read_threads=threads), 4, seed=5), 6), on_demand)
+  assert pipeline.read_options(_synthetic_cfg(read_threads=3)) == grain.ReadOptions(num_threads=3, prefetch_buffer_size=6)
 
 
 @pytest.mark.parametrize("name", sorted(augment.AUGMENTATIONS))
@@ -172,6 +181,10 @@ def test_config_rejects_bad_data_values():
   config = config_lib.base_config()
   config.dataset.on_corrupt = "ignore"
   with pytest.raises(config_lib.ConfigError, match="dataset.on_corrupt"):
+    config_lib.validate(config)
+  config.dataset.on_corrupt = "skip"
+  config.dataset.read_threads = -1
+  with pytest.raises(config_lib.ConfigError, match="dataset.read_threads"):
     config_lib.validate(config)
   with pytest.raises(sources.DataError, match="unknown augmentation 'vflip'"):
     pipeline.train_iterator(_synthetic_cfg(augment=("vflip",)), 2, seed=0)

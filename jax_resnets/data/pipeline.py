@@ -64,6 +64,12 @@ def _multiprocess(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   return ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
 
 
+def read_options(ds_cfg: ml_collections.ConfigDict) -> grain.ReadOptions:
+  """`dataset.read_threads` threads making batches ahead, two batches each (0: on demand)."""
+  threads = ds_cfg.get("read_threads", 1)
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+
+
 def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
   """Infinite, checkpointable iterator of training batches for this process."""
@@ -76,7 +82,7 @@ def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, see
   if (mix := mix_batch(ds_cfg)) is not None:  # Before the slice: keyed by the global position.
     ds = ds.random_map(mix, seed=seed + 1)
   ds = ds[process_index::process_count]
-  return iter(_multiprocess(ds.to_iter_dataset(), ds_cfg.num_workers))
+  return iter(_multiprocess(ds.to_iter_dataset(read_options(ds_cfg)), ds_cfg.num_workers))
 
 
 def eval_batches(ds_cfg: ml_collections.ConfigDict, split: str, local_batch_size: int,

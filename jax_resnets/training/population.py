@@ -193,7 +193,7 @@ def subset_iterator(ds_cfg: ml_collections.ConfigDict, source, batch_size: int, 
   """pipeline.train_iterator's recipe (shuffle, repeat, preprocess + augment, batch) over `source`."""
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds.random_map(pipeline._preprocess(ds_cfg, train=True), seed=seed)  # pylint: disable=protected-access
-  return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+  return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset(pipeline.read_options(ds_cfg)))
 
 
 def population_batches(ds_cfg: ml_collections.ConfigDict, batch_size: int, seeds: Sequence[int], source=None):
