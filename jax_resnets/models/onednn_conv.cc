@@ -199,9 +199,9 @@ ffi::Error Run(const Key& key, float* x, float* w, float* y) {
   return ffi::Error::Success();
 }
 
-Key MakeKey(Kind kind, Ints x, Ints w, Ints y, Ints strides, Ints padding, int64_t algorithm) {
+Key MakeKey(Kind kind, Ints x, Ints w, Ints y, Ints strides, Ints padding, int64_t algorithm, bool one_thread) {
   return {kind, x[0], x[1], x[2], x[3], w[3], w[0], w[1], y[1], y[2],
-          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3], algorithm, 0};
+          strides[0], strides[1], padding[0], padding[1], padding[2], padding[3], algorithm, one_thread};
 }
 
 // An operand as [models..., 4 conv dims]; a leading dim of 1 is broadcast over the models.
@@ -228,8 +228,8 @@ ffi::Error RunModels(Kind kind, Models x, Models w, Models y, Ints strides, Ints
   std::vector<int64_t> shape(x.lead());
   int64_t models = 1;
   for (size_t i = 0; i < x.lead(); ++i) models *= shape[i] = std::max({x.dims[i], w.dims[i], y.dims[i]});
-  Key key = MakeKey(kind, x.dims.last(4), w.dims.last(4), y.dims.last(4), strides, padding, algorithm);
-  key[17] = models > 1;
+  const Key key = MakeKey(kind, x.dims.last(4), w.dims.last(4), y.dims.last(4), strides, padding, algorithm,
+                          models > 1);
   if (models == 1) return Run(key, x.data, w.data, y.data);
   // Models in parallel, one core each: faster in the whole population step than each conv on all
   // cores, for every kind of conv (BUILD_NOTES.md, attempt 35).
