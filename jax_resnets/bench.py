@@ -56,6 +56,7 @@ _MODE = flags.DEFINE_enum("mode", "both", ["train", "eval", "both"], "Which step
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).", flag_values=FLAGS)
 _CONV = flags.DEFINE_string("conv", None, "model.conv (default: the config default).", flag_values=FLAGS)
 _POOL = flags.DEFINE_string("pool", None, "model.pool (default: the config default).", flag_values=FLAGS)
+_NORM = flags.DEFINE_string("norm", None, "model.norm (default: the config default).", flag_values=FLAGS)
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "Also time PyTorch eager, interleaved; print the ratio.", flag_values=FLAGS)
 _CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in channels_last memory format.", flag_values=FLAGS)
 _POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
@@ -73,7 +74,7 @@ def model_config() -> ml_collections.ConfigDict:
   cfg = config_lib.base_config().model
   cfg.update(name="resnet", depth=int(_MODEL.value.removeprefix("resnet")), stem=_STEM.value,
              width=_WIDTH.value, dtype=_DTYPE.value)
-  for key, flag in (("conv", _CONV), ("pool", _POOL)):
+  for key, flag in (("conv", _CONV), ("pool", _POOL), ("norm", _NORM)):
     if flag.value is not None:
       cfg[key] = flag.value
   return cfg
@@ -115,7 +116,7 @@ def _compiled_setup(model):
 
 def reference_flops(cfg: ml_collections.ConfigDict, modes: list[str]) -> dict[str, float]:
   """FLOPs per step from XLA's cost analysis of the same steps with model.conv='xla': the oneDNN
-  convs (models/onednn_conv.py) are custom calls, which the cost analysis does not count."""
+  convs (models/onednn.py) are custom calls, which the cost analysis does not count."""
   model = registry.build_model(ml_collections.ConfigDict({**cfg.to_dict(), "conv": "xla"}), _CLASSES.value)
   dp, state, batch = _compiled_setup(model)
   return {m: compile_fn(getattr(dp, f"{m}_step"), state[0], batch)[2] for m in modes}
@@ -224,6 +225,7 @@ def single_model() -> None:
   model = registry.build_model(cfg, _CLASSES.value)
   print(f"{_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} width={_WIDTH.value} "
         f"dtype={_DTYPE.value} conv={cfg.get('conv')} pool={cfg.get('pool', 'reference')} "
+        f"norm={cfg.get('norm', 'reference')} "
         f"backend={jax.default_backend()} XLA_FLAGS={xla_flags.os.environ.get('XLA_FLAGS', '')!r}")
   contenders = jax_contenders(model, modes, reference_flops(cfg, modes))
   first = warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)

@@ -29,7 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
       mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
   config.model = ml_collections.ConfigDict(dict(
       name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="auto",
-      pool="fast"))  # conv: xla|handmade|auto, pool: reference|fast (models/fast_ops.py: same values, faster).
+      pool="fast", norm="fast"))  # conv: xla|handmade|auto, pool, norm: reference|fast (models/fast_ops.py:
+  # same values, faster).
   config.optim = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
       schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,
@@ -68,8 +69,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
   _check(m.get("conv", "xla") in ("xla", "handmade", "auto"), "model.conv", m.get("conv"),
          "must be 'xla', 'handmade' or 'auto'")
-  _check(m.get("pool", "reference") in ("reference", "fast"), "model.pool", m.get("pool"),
-         "must be 'reference' or 'fast'")
+  for key in ("pool", "norm"):
+    _check(m.get(key, "reference") in ("reference", "fast"), f"model.{key}", m.get(key),
+           "must be 'reference' or 'fast'")
   names = resnet.block_names(m.depth)
   for block in m.disabled_skips:
     _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")

@@ -1,4 +1,4 @@
-"""oneDNN convs through jax.ffi (models/onednn_conv.py) compute lax.conv_general_dilated's values."""
+"""oneDNN convs through jax.ffi (models/onednn.py) compute lax.conv_general_dilated's values."""
 import logging
 import platform
 import sys
@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.models import fast_ops, onednn_conv, registry
+from jax_resnets.models import fast_ops, onednn, registry
 from jax_resnets.training import population
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -26,7 +26,7 @@ def _lax(strides, pads):
 @needs_onednn
 def test_built_and_registered():
   # requirements.txt installs oneDNN on Linux x86-64; there the handlers must build and load.
-  assert onednn_conv.why_not() is None
+  assert onednn.why_not() is None
 
 
 @needs_onednn
@@ -40,7 +40,7 @@ def test_built_and_registered():
 def test_values_and_both_gradients_match_lax(x_shape, k_shape, strides, pads):
   rng = np.random.default_rng(0)
   x, k = (rng.normal(size=s).astype(np.float32) for s in (x_shape, k_shape))
-  ref, got = _lax(strides, pads), onednn_conv.conv(strides, pads)
+  ref, got = _lax(strides, pads), onednn.conv(strides, pads)
   y = jax.jit(got)(x, k)
   np.testing.assert_allclose(y, ref(x, k), rtol=1e-5, atol=1e-5)
   r = rng.normal(size=y.shape).astype(np.float32)
@@ -54,14 +54,14 @@ def test_values_and_both_gradients_match_lax(x_shape, k_shape, strides, pads):
 @pytest.mark.parametrize("algorithm", ["direct", "winograd"])
 def test_vmap_is_one_call_for_all_models_with_equal_gradients(algorithm):
   # A population (jax.vmap over models) is one call per conv, which runs the models in parallel.
-  if algorithm == "winograd" and not onednn_conv.has_winograd():
+  if algorithm == "winograd" and not onednn.has_winograd():
     pytest.skip("this oneDNN / CPU has no Winograd convs (test_winograd_is_there_on_avx512 says when it must)")
   rng = np.random.default_rng(1)
   xs, ks = rng.normal(size=(3, 2, 8, 8, 16)).astype(np.float32), rng.normal(size=(3, 3, 3, 16, 16)).astype(np.float32)
   loss = lambda f: lambda x, k: jnp.sum(f(x, k) ** 2)
   pads = ((1, 1), (1, 1))
   got_fn, ref_fn = (jax.jit(jax.vmap(jax.value_and_grad(loss(f), (0, 1))))
-                    for f in (onednn_conv.conv((1, 1), pads, algorithm), _lax((1, 1), pads)))
+                    for f in (onednn.conv((1, 1), pads, algorithm), _lax((1, 1), pads)))
   for got, want in zip(jax.tree.leaves(got_fn(xs, ks)), jax.tree.leaves(ref_fn(xs, ks))):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
   hlo = got_fn.lower(xs, ks).compile().as_text()
@@ -73,7 +73,7 @@ def test_vmap_with_a_shared_operand_and_nested_vmap():
   # An operand that is not mapped (shared images, shared kernel) is broadcast without a copy.
   rng = np.random.default_rng(2)
   x, k = rng.normal(size=(2, 2, 8, 8, 4)).astype(np.float32), rng.normal(size=(3, 3, 3, 4, 5)).astype(np.float32)
-  got, ref = onednn_conv.conv((2, 2), ((1, 1), (1, 1))), _lax((2, 2), ((1, 1), (1, 1)))
+  got, ref = onednn.conv((2, 2), ((1, 1), (1, 1))), _lax((2, 2), ((1, 1), (1, 1)))
   for axes, args in (((None, 0), (x[0], k)), ((0, None), (x, k[0]))):
     np.testing.assert_allclose(jax.jit(jax.vmap(got, axes))(*args), jax.vmap(ref, axes)(*args), rtol=1e-5, atol=1e-4)
   nested = lambda f: jax.vmap(jax.vmap(f, (0, None)), (None, 0))  # [models k, images x]
@@ -83,12 +83,12 @@ def test_vmap_with_a_shared_operand_and_nested_vmap():
 def test_conv_plan_by_map_size():
   big, small = (8, 16, 16, 64), (8, 4, 4, 64)
   k3 = (3, 3, 64, 64)
-  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), onednn=False) == ("xla",) * 3
-  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == ("xla",) * 3
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=False) == ("xla",) * 3
+  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == ("xla",) * 3
   # Winograd (where the loaded oneDNN has it): 3x3 stride 1, >= 64 channels in 16s, maps >= 4 px,
   # >= 1024 output pixels in the batch.
-  win, same = dict(onednn=True, winograd=True), ((1, 1), (1, 1))
+  win, same = dict(use_onednn=True, winograd=True), ((1, 1), (1, 1))
   assert fast_ops.conv_plan(big, k3, (1, 1), same, **win) == ("winograd",) * 3
   assert fast_ops.conv_plan((64, 4, 4, 64), k3, (1, 1), same, **win) == ("winograd",) * 3
   assert fast_ops.conv_plan(small, k3, (1, 1), same, **win) == ("xla",) * 3           # 128 pixels
@@ -98,13 +98,13 @@ def test_conv_plan_by_map_size():
   assert fast_ops.conv_plan(big, (1, 1, 64, 64), (1, 1), ((0, 0), (0, 0)), **win) == ("onednn",) * 3
   assert fast_ops.conv_plan((512, 3, 3, 64), k3, (1, 1), same, **win) == ("xla",) * 3
   # 4x4 -> 2x2, stride 2: XLA's input gradient is a pathological swapped-operand conv there.
-  assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), onednn=True) == ("handmade", "handmade", "xla")
-  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), onednn=True) == (
+  assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), use_onednn=True) == ("handmade", "handmade", "xla")
+  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == (
       "whole_map", "whole_map", "xla")
   # A population (vmapped models, one core each): oneDNN at every map size but the whole-map ones.
-  assert fast_ops.conv_plan(small, k3, (1, 1), same, onednn=True, population=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan(small, k3, (2, 2), same, onednn=True, population=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), same, onednn=True, population=True)[0] == "whole_map"
+  assert fast_ops.conv_plan(small, k3, (1, 1), same, use_onednn=True, population=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan(small, k3, (2, 2), same, use_onednn=True, population=True) == ("onednn",) * 3
+  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), same, use_onednn=True, population=True)[0] == "whole_map"
 
 
 def _tiny_resnet(conv="auto"):
@@ -125,8 +125,8 @@ def _train_hlo(model, x):
 @needs_onednn
 def test_resnet_train_step_uses_onednn_on_large_maps(monkeypatch):
   # Winograd's thresholds lowered so that the tiny net's layer3 (16 channels, 4 px) qualifies.
-  monkeypatch.setattr(onednn_conv, "WINOGRAD_MIN_CHANNELS", 16)
-  monkeypatch.setattr(onednn_conv, "WINOGRAD_MIN_PIXELS", 32)
+  monkeypatch.setattr(onednn, "WINOGRAD_MIN_CHANNELS", 16)
+  monkeypatch.setattr(onednn, "WINOGRAD_MIN_PIXELS", 32)
   hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
   # Width 4: CIFAR stem and layer1 at 16 px (4 channels), layer2 at 8 px (8): oneDNN direct;
   # layer3's three 3x3 stride-1 convs: Winograd; the rest XLA / matmuls.
@@ -135,7 +135,7 @@ def test_resnet_train_step_uses_onednn_on_large_maps(monkeypatch):
                                         and f"algorithm = {algorithm} :" in line for line in lines)
   # stem, layer1 (4), layer2 (4 + its 1x1 downsample); the stem's input gradient is not needed.
   assert [calls(t, 0) for t in ("Forward", "BackwardData", "BackwardWeights")] == [10, 9, 10]
-  want = 3 if onednn_conv.has_winograd() else 0
+  want = 3 if onednn.has_winograd() else 0
   assert [calls(t, 1) for t in ("Forward", "BackwardData", "BackwardWeights")] == [want] * 3
   assert "convolution(" in hlo
 
@@ -151,7 +151,7 @@ def _cpu_flags() -> set[str]:
 @needs_onednn
 def test_winograd_is_there_on_avx512():
   # requirements.txt pins oneDNN 3.1, whose Winograd convs need AVX-512 (3.2 dropped them).
-  assert onednn_conv.has_winograd() == ("avx512f" in _cpu_flags())
+  assert onednn.has_winograd() == ("avx512f" in _cpu_flags())
 
 
 @needs_onednn
@@ -160,12 +160,12 @@ def test_winograd_is_there_on_avx512():
     ((3, 7, 5, 32), (3, 3, 32, 16)),    # odd maps: partial 4x4 tiles
     ((2, 4, 4, 64), (3, 3, 64, 64))])   # one tile
 def test_winograd_values_and_both_gradients_match_lax(x_shape, k_shape):
-  if not onednn_conv.has_winograd():
+  if not onednn.has_winograd():
     pytest.skip("this CPU has no AVX-512: oneDNN has no Winograd conv for it (checked above)")
   rng = np.random.default_rng(2)
   x, k = rng.normal(size=x_shape).astype(np.float32), rng.normal(size=k_shape).astype(np.float32) / 10
   pads = ((1, 1), (1, 1))
-  ref, got = _lax((1, 1), pads), onednn_conv.conv((1, 1), pads, "winograd")
+  ref, got = _lax((1, 1), pads), onednn.conv((1, 1), pads, "winograd")
   y = jax.jit(got)(x, k)
   np.testing.assert_allclose(y, ref(x, k), rtol=1e-4, atol=2e-5 * float(np.abs(y).max()))
   r = rng.normal(size=y.shape).astype(np.float32)
@@ -176,32 +176,32 @@ def test_winograd_values_and_both_gradients_match_lax(x_shape, k_shape):
 
 
 def test_without_onednn_auto_falls_back_to_xla_and_says_why(monkeypatch, caplog):
-  monkeypatch.setattr(onednn_conv, "why_not", lambda: "oneDNN not found (test)")
-  onednn_conv._warn_once.cache_clear()
+  monkeypatch.setattr(onednn, "why_not", lambda: "oneDNN not found (test)")
+  onednn._warn_once.cache_clear()
   with caplog.at_level(logging.WARNING):
     hlo = _train_hlo(_tiny_resnet(), np.zeros((2, 16, 16, 3), np.float32))
   assert "Onednn" not in hlo and "convolution(" in hlo
-  assert "oneDNN not found (test); convolutions fall back to XLA's" in caplog.text
+  assert "oneDNN not found (test); convolutions fall back to XLA's and batch norms to flax's" in caplog.text
   with pytest.raises(RuntimeError, match="oneDNN not found"):
-    onednn_conv.conv((3, 3), ((0, 0), (0, 0)))
+    onednn.conv((3, 3), ((0, 0), (0, 0)))
 
 
 def test_not_applicable_to_bfloat16_or_negative_padding():
   x, k = jnp.zeros((1, 8, 8, 4), jnp.bfloat16), jnp.zeros((3, 3, 4, 4), jnp.bfloat16)
-  assert not onednn_conv.applicable(x, k, ((1, 1), (1, 1)))
-  assert not onednn_conv.applicable(x.astype(jnp.float32), k.astype(jnp.float32), ((-1, 0), (0, 0)))
+  assert not onednn.applicable(x, k, ((1, 1), (1, 1)))
+  assert not onednn.applicable(x.astype(jnp.float32), k.astype(jnp.float32), ((-1, 0), (0, 0)))
 
 
 @needs_onednn
 def test_build_is_cached_and_a_failing_compiler_is_one_clear_error(monkeypatch, tmp_path):
-  found = onednn_conv._find()
+  found = onednn._find()
   monkeypatch.setenv("JAX_RESNETS_CACHE", str(tmp_path / "ok"))
-  first = onednn_conv._build(*found)
-  assert first.exists() and onednn_conv._build(*found) == first and first.parent == tmp_path / "ok"
+  first = onednn._build(*found)
+  assert first.exists() and onednn._build(*found) == first and first.parent == tmp_path / "ok"
   monkeypatch.setenv("JAX_RESNETS_CACHE", str(tmp_path / "bad"))
   monkeypatch.setenv("CXX", "false")
-  with pytest.raises(RuntimeError, match="compiling onednn_conv.cc failed"):
-    onednn_conv._build(*found)
+  with pytest.raises(RuntimeError, match="compiling onednn.cc failed"):
+    onednn._build(*found)
   assert not list((tmp_path / "bad").glob("*.so"))
 
 

@@ -63,7 +63,7 @@ def test_whole_map_conv_only_where_every_block_is_a_tap(shape, kernel, strides, 
   ref, fast = conv(jax.lax.conv_general_dilated), conv(fast_ops.auto_conv_general_dilated)
   np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
   if expect:  # one matmul, no conv, in the forward; gradients equal, also under vmap (populations)
-    assert fast_ops.conv_plan(lhs, rhs, (strides, strides), padding, onednn=True) == ("whole_map", "whole_map", "xla")
+    assert fast_ops.conv_plan(lhs, rhs, (strides, strides), padding, use_onednn=True) == ("whole_map", "whole_map", "xla")
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     assert "conv_general_dilated" not in str(jax.make_jaxpr(fast)(x, k))
     for got, want in zip(jax.vmap(jax.grad(loss(fast), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k])),
@@ -100,16 +100,16 @@ def test_vmapped_auto_conv_loops_over_models_with_equal_gradients():
   assert "feature_group_count=3" not in str(jax.make_jaxpr(fast_fn)(ks, xs))
 
 
-def _model(conv: str, pool: str):
+def _model(conv: str, pool: str, norm: str):
   cfg = config_lib.base_config().model
-  cfg.update(depth=18, stem="imagenet", width=4, conv=conv, pool=pool)
+  cfg.update(depth=18, stem="imagenet", width=4, conv=conv, pool=pool, norm=norm)
   return registry.build_model(cfg, num_classes=3)
 
 
 def test_fast_resnet_equals_reference_forward_and_gradients():
   """ImageNet stem at 32 px: the pool runs at 16x16 and layer3/layer4 at 2x2/1x1 (matmul path)."""
   x = np.random.default_rng(2).normal(size=(8, 32, 32, 3)).astype(np.float32)
-  ref, fast = _model("xla", "reference"), _model("auto", "fast")
+  ref, fast = _model("xla", "reference", "reference"), _model("auto", "fast", "fast")
   variables = ref.init(jax.random.key(0), x, train=False)
   assert jax.tree.structure(variables) == jax.tree.structure(fast.init(jax.random.key(0), x, train=False))
 
@@ -134,8 +134,8 @@ def test_fast_resnet_equals_reference_forward_and_gradients():
 
 
 
-def test_config_rejects_unknown_pool_and_conv():
-  for key, value in (("pool", "slow"), ("conv", "cudnn")):
+def test_config_rejects_unknown_pool_conv_and_norm():
+  for key, value in (("pool", "slow"), ("conv", "cudnn"), ("norm", "group")):
     config = config_lib.base_config()
     config.model[key] = value
     with pytest.raises(config_lib.ConfigError, match=f"model.{key}"):

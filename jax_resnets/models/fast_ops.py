@@ -10,7 +10,7 @@ checks each against the reference op (values and gradients).
   as XLA's select-and-scatter (`>=` select) and torch do.
 * `AutoConv`: `nn.Conv`'s parameters and call signature; per conv, `conv_plan` picks who
   computes its forward, input gradient and kernel gradient, each measured fastest at that shape
-  (`python -m jax_resnets.bench_convs`): oneDNN (`onednn_conv.py`, CPU, output maps of 5+ pixels
+  (`python -m jax_resnets.bench_convs`): oneDNN (`onednn.py`, CPU, output maps of 5+ pixels
   a side); where every output pixel sees every input pixel (3x3 convs on 2x2 or 1x1 maps) one
   dense matmul whose blocks are the kernel taps (`whole_map_conv`); im2col + one matmul
   (`handmade_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU turns those
@@ -19,6 +19,9 @@ checks each against the reference op (values and gradients).
   training) loops over the models instead of making a grouped conv; convs traced inside
   `models_in_parallel()` (population.py's vmapped steps) go to oneDNN at every map size, which
   runs the models in parallel, one core each.
+* `BatchNorm`: `nn.BatchNorm`'s variables and values; in training on the CPU, oneDNN computes
+  the statistics, the normalization and a following ReLU in one op and the gradients in one
+  (`onednn.batch_norm`), where XLA makes ~10 passes over the activations.
 """
 import contextlib
 import contextvars
@@ -31,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from jax_resnets.models import handmade_conv, onednn_conv
+from jax_resnets.models import handmade_conv, onednn
 
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 
@@ -158,7 +161,7 @@ def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], pr
   return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
 
 
-# oneDNN (onednn_conv.py) runs the convs whose output map is at least this many pixels a side;
+# oneDNN (onednn.py) runs the convs whose output map is at least this many pixels a side;
 # below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 21). Under
 # `models_in_parallel` it runs them all: one core per model beats a loop of XLA convs (attempt 35).
 ONEDNN_MIN_MAP = 5
@@ -175,14 +178,14 @@ def models_in_parallel():
     _MODELS_IN_PARALLEL.reset(token)
 
 
-def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
+def conv_plan(lhs_shape, rhs_shape, window_strides, padding, use_onednn: bool,
               winograd: bool = False, population: bool = False) -> tuple[str, str, str]:
   """Who computes the forward, the input gradient and the kernel gradient of a NHWC / HWIO conv
   (stride only: no dilation, no groups). Each name is a formulation of the same conv, fastest
   for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
   * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
   * "winograd" (all three: oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
-    `onednn_conv.winograd_applies` (3x3, stride 1, >= 64 channels, enough output pixels);
+    `onednn.winograd_applies` (3x3, stride 1, >= 64 channels, enough output pixels);
   * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side
     (any size for a `population`);
   * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
@@ -192,9 +195,9 @@ def conv_plan(lhs_shape, rhs_shape, window_strides, padding, onednn: bool,
   if whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, None, None, dn) is not None:
     return "whole_map", "whole_map", "xla"
   out_hw = tuple(output_size(lhs_shape, rhs_shape, window_strides, padding))
-  if onednn and winograd and onednn_conv.winograd_applies(lhs_shape, rhs_shape, window_strides, out_hw):
+  if use_onednn and winograd and onednn.winograd_applies(lhs_shape, rhs_shape, window_strides, out_hw):
     return "winograd", "winograd", "winograd"
-  if onednn and (population or min(out_hw) >= ONEDNN_MIN_MAP):
+  if use_onednn and (population or min(out_hw) >= ONEDNN_MIN_MAP):
     return "onednn", "onednn", "onednn"
   if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
     return "handmade", "handmade", "xla"
@@ -213,8 +216,8 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   plan = ("xla",) * 3
   if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
                                                                              dimension_numbers):
-    onednn = _onednn_applies(lhs, rhs, strides, padding)
-    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, onednn, onednn and onednn_conv.has_winograd(),
+    use_onednn = _onednn_applies(lhs, rhs, strides, padding)
+    plan = conv_plan(lhs.shape, rhs.shape, strides, padding, use_onednn, use_onednn and onednn.has_winograd(),
                      _MODELS_IN_PARALLEL.get())
     dimension_numbers = _NHWC
   if plan in (("onednn",) * 3, ("winograd",) * 3):  # own custom_vjp (both gradients in order), vmap rule
@@ -226,7 +229,7 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
 
 def _onednn_applies(lhs, rhs, strides, padding) -> bool:
   pads = handmade_conv.explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, (1, 1))
-  return onednn_conv.applicable(lhs, rhs, pads)
+  return onednn.applicable(lhs, rhs, pads)
 
 
 def _hashable(dimension_numbers):
@@ -260,13 +263,14 @@ def _formulation(name, strides, padding, dilation, dimension_numbers, groups, pr
   def handmade(x, k):
     return handmade_conv.conv2d(x, k, strides, padding, dilation, groups, precision)
 
-  def onednn(x, k, algorithm="direct"):
+  def by_onednn(x, k, algorithm="direct"):
     pads = handmade_conv.explicit_padding(padding, x.shape[1:3], k.shape[:2], strides, (1, 1))
-    return onednn_conv.conv(strides, tuple(map(tuple, pads)), algorithm)(x, k)
+    return onednn.conv(strides, tuple(map(tuple, pads)), algorithm)(x, k)
 
   def winograd(x, k):
-    return onednn(x, k, "winograd")
-  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": onednn, "winograd": winograd}[name]
+    return by_onednn(x, k, "winograd")
+  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": by_onednn,
+          "winograd": winograd}[name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -299,3 +303,38 @@ def planned_conv(plan, strides, padding, dilation, dimension_numbers, groups, pr
 class AutoConv(nn.Conv):
   """`nn.Conv` (same parameters) whose convolution is `auto_conv_general_dilated`."""
   conv_general_dilated: Any = auto_conv_general_dilated
+
+
+class BatchNorm(nn.BatchNorm):
+  """`nn.BatchNorm` (same variables, same values) that can apply a ReLU itself (`relu=True`). In
+  training, on float32 NHWC inputs on the CPU, oneDNN computes the statistics, the normalization
+  and the ReLU in one op, and the gradients in one (onednn.batch_norm: BUILD_NOTES.md,
+  attempt 40); elsewhere (running averages, BN synced over several devices, a mask) it is flax's.
+  Over an `axis_name` of one device (training/steps.py's one-device mesh) there is nothing to sync."""
+  fuses_relu = True  # resnet.norm_act hands it the ReLU
+
+  @nn.compact
+  def __call__(self, x, use_running_average=None, *, mask=None, relu=False):
+    running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if not self._onednn_applies(x, running, mask):
+      y = super().__call__(x, use_running_average, mask=mask)
+      return nn.relu(y) if relu else y
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+    scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+    y, mean, var = onednn.batch_norm(relu, float(self.epsilon))(x, scale, bias)
+    ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+  def _onednn_applies(self, x, use_running_average, mask) -> bool:
+    """Batch statistics of float32 NHWC x, nothing to sync them over (at most one device on
+    `axis_name`; else flax's pmean), scale and bias, oneDNN built."""
+    if use_running_average or self.is_initializing() or mask is not None or self.axis not in (-1, 3):
+      return False
+    if self.axis_name is not None and lax.axis_size(self.axis_name) > 1:
+      return False
+    return (self.use_scale and self.use_bias and (self.dtype or x.dtype) == jnp.float32
+            and onednn.batch_norm_applies(x))

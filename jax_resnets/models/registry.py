@@ -13,6 +13,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv, "auto": fast_ops.AutoConv}
 # model.pool: the ImageNet stem's max-pool; "fast" has equal values and a scatter-free backward.
 POOLS = {"reference": resnet.max_pool_3x3_s2, "fast": fast_ops.max_pool_3x3_s2}
+# model.norm: "reference" = nn.BatchNorm; "fast": equal values, oneDNN's batch norm (+ ReLU) on CPU.
+NORMS = {"reference": nn.BatchNorm, "fast": fast_ops.BatchNorm}
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None):
@@ -23,7 +25,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_
         depth=model_cfg.depth, num_classes=num_classes, stem=model_cfg.stem, width=model_cfg.width,
         disabled_skips=tuple(model_cfg.get("disabled_skips", ())), dtype=DTYPES[model_cfg.dtype],
         bn_axis_name=bn_axis_name, conv=CONVS[model_cfg.get("conv", "xla")],
-        pool=POOLS[model_cfg.get("pool", "reference")])
+        pool=POOLS[model_cfg.get("pool", "reference")], batch_norm=NORMS[model_cfg.get("norm", "reference")])
   if name == "phinet":  # model.phinet: alpha, beta, t_zero, num_layers, ... (models/phinet.py).
     return phinet.PhiNet(num_classes=num_classes, dtype=DTYPES[model_cfg.dtype], bn_axis_name=bn_axis_name,
                          **phinet_kwargs(model_cfg.get("phinet") or {}))

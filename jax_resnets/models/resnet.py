@@ -57,9 +57,11 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    y = self.act(self.norm(name="bn1")(self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x)))
-    y = self.norm(name="bn2")(self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y))
-    return self.act(y + shortcut(self, x) if self.skip else y)
+    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x))
+    y = self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y)
+    if not self.skip:
+      return norm_act(self.norm, self.act, "bn2", y)
+    return self.act(self.norm(name="bn2")(y) + shortcut(self, x))
 
 
 class Bottleneck(nn.Module):
@@ -75,10 +77,20 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    y = self.act(self.norm(name="bn1")(self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)))
-    y = self.act(self.norm(name="bn2")(self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y)))
-    y = self.norm(name="bn3")(self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y))
-    return self.act(y + shortcut(self, x) if self.skip else y)
+    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x))
+    y = norm_act(self.norm, self.act, "bn2", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y))
+    y = self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y)
+    if not self.skip:
+      return norm_act(self.norm, self.act, "bn3", y)
+    return self.act(self.norm(name="bn3")(y) + shortcut(self, x))
+
+
+def norm_act(norm: ModuleDef, act: Callable, name: str, x: jax.Array) -> jax.Array:
+  """act(norm(name=name)(x)), in one op where the norm can apply a ReLU itself (fast_ops.BatchNorm)."""
+  module = norm(name=name)
+  if act is nn.relu and getattr(module, "fuses_relu", False):
+    return module(x, relu=True)
+  return act(module(x))
 
 
 def shortcut(block: nn.Module, x: jax.Array) -> jax.Array:
@@ -128,6 +140,7 @@ class ResNet(nn.Module):
     bn_axis_name: mapped axis over which BN statistics are averaged (sync BN).
     conv: conv module class (nn.Conv, or the handmade one).
     pool: the stem's 3x3/2 max-pool (`max_pool_3x3_s2`, or models/fast_ops.py's equal one).
+    batch_norm: nn.BatchNorm, or models/fast_ops.py's equal one that applies the ReLUs itself.
   """
   depth: int = 18
   num_classes: int = 1000
@@ -139,18 +152,19 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   conv: ModuleDef = nn.Conv
   pool: Callable = max_pool_3x3_s2
+  batch_norm: ModuleDef = nn.BatchNorm
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+    norm = functools.partial(self.batch_norm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
       x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
-      x = self.pool(nn.relu(norm(name="bn1")(x)))
+      x = self.pool(norm_act(norm, nn.relu, "bn1", x))
     elif self.stem == "cifar":
-      x = nn.relu(norm(name="bn1")(conv(self.width, (3, 3), padding=pad(3), name="conv1")(x)))
+      x = norm_act(norm, nn.relu, "bn1", conv(self.width, (3, 3), padding=pad(3), name="conv1")(x))
     else:
       raise ValueError(f"model.stem must be 'imagenet' or 'cifar', got {self.stem!r}")
     block = BasicBlock if self.depth < 50 else Bottleneck

@@ -1,21 +1,25 @@
-"""oneDNN convolutions on XLA:CPU, called through `jax.ffi` (BUILD_NOTES.md, Performance, attempt 20).
+"""oneDNN convolutions and batch norms on XLA:CPU, called through `jax.ffi` (BUILD_NOTES.md,
+Performance, attempts 20 and 40).
 
 XLA:CPU runs convolutions with Eigen; its kernel-gradient convs (plus the layout copies it makes
 for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, which PyTorch uses
 (`python -m jax_resnets.bench_convs`). jaxlib's own oneDNN switches do not reach convolutions, so
-this module calls oneDNN itself: `onednn_conv.cc` holds three XLA FFI handlers (forward, input
+this module calls oneDNN itself: `onednn.cc` holds three XLA FFI handlers (forward, input
 gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding, algorithm)` ties
 together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, where `has_winograd()`)
 takes about half the time of the direct conv, for all three (attempt 31). Under `jax.vmap` (a
 population: training/population.py) one call runs all models' convs, in parallel (attempt 35).
+`batch_norm(relu, epsilon)` is a training-mode batch norm (+ ReLU) in one oneDNN op forward and
+one backward, where XLA makes ~10 passes over the activations (attempt 40).
 
 The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
 (requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/
 and lib/). The handlers are compiled with the system C++ compiler on first use into
 `$JAX_RESNETS_CACHE` (default ~/.cache/jax_resnets), keyed by a hash of the source, the jaxlib
 version and the oneDNN location; later processes load the cached library. Where any of that is
-missing, `available()` is False, says why in `why_not()`, and `model.conv=auto` keeps XLA's convs
-(same values to float tolerance: tests/test_onednn_conv.py).
+missing, `available()` is False, says why in `why_not()`, and `model.conv=auto` / `model.norm=fast`
+keep XLA's convs and flax's batch norm (same values to float tolerance: tests/test_onednn_conv.py,
+tests/test_onednn_batch_norm.py).
 """
 import ctypes
 import functools
@@ -36,6 +40,7 @@ import numpy as np
 
 _SOURCE = pathlib.Path(__file__).with_suffix(".cc")
 _FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS = "OnednnConvForward", "OnednnConvBackwardData", "OnednnConvBackwardWeights"
+_BN_FORWARD, _BN_BACKWARD = "OnednnBatchNormForward", "OnednnBatchNormBackward"
 _HEADER = pathlib.Path("include", "oneapi", "dnnl", "dnnl.hpp")
 _LIB_DIRS = ("lib", "lib64", "lib/x86_64-linux-gnu")
 
@@ -56,9 +61,9 @@ def _cache_dir() -> pathlib.Path:
 
 
 def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
-  """Compiles onednn_conv.cc once per (source, jaxlib, oneDNN) into the cache; returns the .so."""
+  """Compiles onednn.cc once per (source, jaxlib, oneDNN) into the cache; returns the .so."""
   key = hashlib.sha256(_SOURCE.read_bytes() + jaxlib.__version__.encode() + str(lib_dir).encode()).hexdigest()
-  target = _cache_dir() / f"onednn_conv-{key[:16]}.so"
+  target = _cache_dir() / f"onednn-{key[:16]}.so"
   if target.exists():
     return target
   compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
@@ -92,7 +97,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     library = ctypes.cdll.LoadLibrary(str(_build(*found)))
   except (OSError, RuntimeError) as e:
     return None, f"oneDNN convs unavailable: {e}"
-  for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS):
+  library.OnednnBatchNormWorkspace.restype = ctypes.c_int64
+  for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS, _BN_FORWARD, _BN_BACKWARD):
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
   return library, None
 
@@ -120,7 +126,8 @@ def applicable(x: jax.Array, k: jax.Array, pads) -> bool:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-  logging.warning("%s; convolutions fall back to XLA's (slower on CPU: BUILD_NOTES.md).", reason)
+  logging.warning("%s; convolutions fall back to XLA's and batch norms to flax's (slower on CPU: BUILD_NOTES.md).",
+                  reason)
 
 
 @functools.cache
@@ -142,7 +149,7 @@ def winograd_applies(lhs_shape, rhs_shape, strides, out_hw) -> bool:
 
 
 WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_MAP, WINOGRAD_MIN_PIXELS = 64, 4, 1024
-_ALGORITHMS = {"direct": 0, "winograd": 1}  # onednn_conv.cc: Algorithm
+_ALGORITHMS = {"direct": 0, "winograd": 1}  # onednn.cc: Algorithm
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,7 +159,7 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` and its gradients, computed by oneDNN with
   `algorithm` ("direct" or "winograd": same values to float tolerance, ~2e-5 relative). Under
   `jax.vmap` (a population of models) one call runs every model's conv, the models in parallel
-  on one core each (onednn_conv.cc: RunModels)."""
+  on one core each (onednn.cc: RunModels)."""
   if (reason := why_not()) is not None:
     raise RuntimeError(reason)
   attrs = dict(strides=np.asarray(strides, np.int64), padding=np.asarray([*pads[0], *pads[1]], np.int64),
@@ -176,7 +183,62 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
   def f_bwd(residuals, dy):
     x, k = residuals
     dk = call(_BACKWARD_WEIGHTS, k.shape, x, dy)
-    return call(_BACKWARD_DATA, x.shape, dy, k, dk), dk  # dx after dk (onednn_conv.cc: BackwardData)
+    return call(_BACKWARD_DATA, x.shape, dy, k, dk), dk  # dx after dk (onednn.cc: BackwardData)
 
   f.defvjp(f_fwd, f_bwd)
   return f
+
+
+def batch_norm_applies(x: jax.Array) -> bool:
+  """True where `batch_norm` can normalize x: NHWC float32 on the CPU backend, oneDNN built (else
+  logs once why not)."""
+  if not (jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32):
+    return False
+  if why_not() is not None:
+    _warn_once(why_not())
+    return False
+  return True
+
+
+@functools.lru_cache(maxsize=None)
+def batch_norm(relu: bool, epsilon: float) -> Callable:
+  """f(x [N,H,W,C], scale [C], shift [C]) -> (y, mean, var) with the batch's statistics: mean and
+  var (biased) over N, H, W, and y = (x - mean) / sqrt(var + epsilon) * scale + shift, then ReLU
+  where `relu`: flax's `nn.BatchNorm` in training (+ `nn.relu`), in one oneDNN op for the forward
+  and one for the backward, whose gradients go through the statistics as flax's do. mean and var
+  come out of `lax.stop_gradient` (running averages only). Under `jax.vmap` one call runs every
+  model's, in parallel (onednn.cc: ForEachModel)."""
+  if (reason := why_not()) is not None:
+    raise RuntimeError(reason)
+  attrs = dict(act=np.int64(1 if relu else 0), eps=np.float32(epsilon))
+  library = _load()[0]
+
+  def forward(x, scale, shift):
+    n, h, w, c = x.shape
+    workspace = library.OnednnBatchNormWorkspace(n, h, w, c, int(relu)) if relu else 0
+    if workspace < 0:
+      raise RuntimeError(f"oneDNN has no batch norm + ReLU for shape {x.shape}")
+    f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
+    results = (f32(x.shape), f32((c,)), f32((c,)), jax.ShapeDtypeStruct((workspace,), jnp.uint8))
+    return jax.ffi.ffi_call(_BN_FORWARD, results, vmap_method="expand_dims")(x, scale, shift, **attrs)
+
+  @jax.custom_vjp
+  def f(x, scale, shift):
+    return forward(x, scale, shift)[:3]
+
+  def f_fwd(x, scale, shift):
+    y, mean, var, workspace = forward(x, scale, shift)
+    return (y, mean, var), (x, scale, mean, var, workspace)
+
+  def f_bwd(residuals, cotangents):
+    x, scale, mean, var, workspace = residuals
+    results = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, scale, scale))
+    call = jax.ffi.ffi_call(_BN_BACKWARD, results, vmap_method="expand_dims")
+    return call(x, scale, mean, var, workspace, cotangents[0], **attrs)  # mean, var: stop_gradient
+
+  f.defvjp(f_fwd, f_bwd)
+
+  def normalize(x, scale, shift):
+    y, mean, var = f(x, scale, shift)
+    return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+  return normalize
