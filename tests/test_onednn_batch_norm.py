@@ -95,13 +95,17 @@ def test_fast_batch_norm_module_equals_flax_in_training_and_eval(relu):
     out = nn.relu(out) if relu and not act else out
     return jnp.vdot(out, dy), (out, upd)
 
+  population = fast_ops.models_in_parallel()
   for train in (True, False):
-    results = [jax.jit(jax.value_and_grad(functools.partial(run, m, a, train=train), has_aux=True))(variables["params"])
-               for m, a in ((ref, False), (fast, True))]
+    results = [jax.jit(population(jax.value_and_grad(functools.partial(run, m, a, train=train), has_aux=True)))(
+        variables["params"]) for m, a in ((ref, False), (fast, True))]
     for got, want in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()) + 1e-6)
-  hlo = lambda train: jax.jit(lambda p: run(fast, True, p, train)).lower(variables["params"]).compile().as_text()
-  assert "OnednnBatchNormForward" in hlo(True) and "OnednnBatchNorm" not in hlo(False)
+  hlo = lambda train, wrap: jax.jit(wrap(lambda p: run(fast, True, p, train))).lower(
+      variables["params"]).compile().as_text()
+  # oneDNN in a population's training step only; a single model's keeps XLA's fusions.
+  assert "OnednnBatchNormForward" in hlo(True, population)
+  assert "OnednnBatchNorm" not in hlo(False, population) and "OnednnBatchNorm" not in hlo(True, lambda f: f)
 
 
 def test_fast_batch_norm_falls_back_to_flax_where_onednn_does_not_apply(monkeypatch):
@@ -113,7 +117,7 @@ def test_fast_batch_norm_falls_back_to_flax_where_onednn_does_not_apply(monkeypa
     ref, fast = _module_pair(**kwargs)
     variables = ref.init(jax.random.key(0), inputs, use_running_average=True)
     apply = lambda m, v, xs, **kw: m.apply(v, xs, use_running_average=False, mutable=["batch_stats"], **kw)
-    fns = [functools.partial(apply, ref), functools.partial(apply, fast, relu=False)]
+    fns = [functools.partial(apply, ref), fast_ops.models_in_parallel()(functools.partial(apply, fast, relu=False))]
     if devices:
       fns = [jax.vmap(f, (None, 0), axis_name="batch") for f in fns]
       inputs = np.stack([inputs * (d + 1) for d in range(devices)])
@@ -128,8 +132,8 @@ def test_fast_batch_norm_falls_back_to_flax_where_onednn_does_not_apply(monkeypa
 
 
 def test_resnet_norm_fast_equals_reference_and_fuses_every_relu_after_a_norm():
-  # CIFAR ResNet-18 at width 4, 16 px: 20 batch norms, 9 followed by their own ReLU (stem, bn1 of
-  # each block), 11 by an add (bn2 of each block, 3 downsamples).
+  # A population's step for CIFAR ResNet-18 at width 4, 16 px: 20 batch norms, 9 followed by their
+  # own ReLU (stem, bn1 of each block), 11 by an add (bn2 of each block, 3 downsamples).
   x = np.random.default_rng(4).normal(size=(4, 16, 16, 3)).astype(np.float32)
   models = {}
   for norm in ("reference", "fast"):
@@ -142,11 +146,12 @@ def test_resnet_norm_fast_equals_reference_and_fuses_every_relu_after_a_norm():
     (logits, _), upd = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
     return jnp.sum(logits ** 2), upd
 
-  results = {n: jax.jit(jax.value_and_grad(functools.partial(loss, m), has_aux=True))(variables["params"])
+  population = fast_ops.models_in_parallel()
+  results = {n: jax.jit(population(jax.value_and_grad(functools.partial(loss, m), has_aux=True)))(variables["params"])
              for n, m in models.items()}
   for got, want in zip(jax.tree.leaves(results["fast"]), jax.tree.leaves(results["reference"])):
     np.testing.assert_allclose(got, want, atol=2e-4 * float(np.abs(want).max()) + 1e-6)
-  hlo = jax.jit(jax.grad(lambda q: loss(models["fast"], q)[0])).lower(variables["params"]).compile().as_text()
+  hlo = jax.jit(population(jax.grad(lambda q: loss(models["fast"], q)[0]))).lower(variables["params"]).compile().as_text()
   calls = lambda target, act: sum(f'custom_call_target="OnednnBatchNorm{target}"' in line and f"act = {act} :" in line
                                   for line in hlo.splitlines())
   assert [calls(t, a) for t in ("Forward", "Backward") for a in (0, 1)] == [11, 9, 11, 9]

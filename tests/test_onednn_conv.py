@@ -218,6 +218,7 @@ def test_population_step_equals_each_models_own_step(num_models):
   state = population.shard_models(pop.init(seeds, [0.0] * num_models), num_models)
   hlo = pop.train_step.lower(state, population.shard_models(batch, num_models), 0).compile().as_text()
   assert "all-gather" not in hlo and hlo.count('custom_call_target="OnednnConvBackwardWeights"') > 10
+  assert hlo.count('custom_call_target="OnednnBatchNormBackward"') == 20  # ResNet-18's batch norms
   together, metrics = pop.train_step(state, population.shard_models(batch, num_models), 0)
   for k, seed in enumerate(seeds):
     alone, alone_metrics = pop.train_step(pop.init([seed], [0.0]), jax.tree.map(lambda b: b[k:k + 1], batch), 0)

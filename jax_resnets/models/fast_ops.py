@@ -19,9 +19,9 @@ checks each against the reference op (values and gradients).
   training) loops over the models instead of making a grouped conv; convs traced inside
   `models_in_parallel()` (population.py's vmapped steps) go to oneDNN at every map size, which
   runs the models in parallel, one core each.
-* `BatchNorm`: `nn.BatchNorm`'s variables and values; in training on the CPU, oneDNN computes
-  the statistics, the normalization and a following ReLU in one op and the gradients in one
-  (`onednn.batch_norm`), where XLA makes ~10 passes over the activations.
+* `BatchNorm`: `nn.BatchNorm`'s variables and values; in a population's training step on the
+  CPU, oneDNN computes the statistics, the normalization and a following ReLU in one op and the
+  gradients in one (`onednn.batch_norm`), each model on one core.
 """
 import contextlib
 import contextvars
@@ -170,7 +170,8 @@ _MODELS_IN_PARALLEL = contextvars.ContextVar("models_in_parallel", default=False
 
 @contextlib.contextmanager
 def models_in_parallel():
-  """Convs traced inside are vmapped over a population of models (training/population.py)."""
+  """Convs and batch norms traced inside are vmapped over a population of models
+  (training/population.py)."""
   token = _MODELS_IN_PARALLEL.set(True)
   try:
     yield
@@ -306,11 +307,12 @@ class AutoConv(nn.Conv):
 
 
 class BatchNorm(nn.BatchNorm):
-  """`nn.BatchNorm` (same variables, same values) that can apply a ReLU itself (`relu=True`). In
-  training, on float32 NHWC inputs on the CPU, oneDNN computes the statistics, the normalization
-  and the ReLU in one op, and the gradients in one (onednn.batch_norm: BUILD_NOTES.md,
-  attempt 40); elsewhere (running averages, BN synced over several devices, a mask) it is flax's.
-  Over an `axis_name` of one device (training/steps.py's one-device mesh) there is nothing to sync."""
+  """`nn.BatchNorm` (same variables, same values) that can apply a ReLU itself (`relu=True`). In a
+  population's training step (traced in `models_in_parallel`), on float32 NHWC inputs on the CPU,
+  oneDNN computes the statistics, the normalization and the ReLU in one op and the gradients in
+  one, the models in parallel (onednn.batch_norm: BUILD_NOTES.md, attempt 40). Elsewhere it is
+  flax's: a single model's step was as fast or faster with XLA's fusions (running averages, BN
+  synced over several devices and masks are flax's too)."""
   fuses_relu = True  # resnet.norm_act hands it the ReLU
 
   @nn.compact
@@ -330,9 +332,10 @@ class BatchNorm(nn.BatchNorm):
     return y
 
   def _onednn_applies(self, x, use_running_average, mask) -> bool:
-    """Batch statistics of float32 NHWC x, nothing to sync them over (at most one device on
-    `axis_name`; else flax's pmean), scale and bias, oneDNN built."""
-    if use_running_average or self.is_initializing() or mask is not None or self.axis not in (-1, 3):
+    """A population's batch statistics of float32 NHWC x, nothing to sync them over (at most one
+    device on `axis_name`; else flax's pmean), scale and bias, oneDNN built."""
+    if (not _MODELS_IN_PARALLEL.get() or use_running_average or self.is_initializing() or mask is not None
+        or self.axis not in (-1, 3)):
       return False
     if self.axis_name is not None and lax.axis_size(self.axis_name) > 1:
       return False

@@ -13,7 +13,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv, "auto": fast_ops.AutoConv}
 # model.pool: the ImageNet stem's max-pool; "fast" has equal values and a scatter-free backward.
 POOLS = {"reference": resnet.max_pool_3x3_s2, "fast": fast_ops.max_pool_3x3_s2}
-# model.norm: "reference" = nn.BatchNorm; "fast": equal values, oneDNN's batch norm (+ ReLU) on CPU.
+# model.norm: "reference" = nn.BatchNorm; "fast": equal values, in populations on CPU oneDNN's batch norm (+ ReLU).
 NORMS = {"reference": nn.BatchNorm, "fast": fast_ops.BatchNorm}
 
 
