@@ -163,7 +163,7 @@ def quantized_population(config, pop, method: str, base: dict):
   if method != "int8_fixed":
     return variables, None
   images = jnp.asarray(calibration_images(config))
-  ranges = jax.jit(jax.vmap(lambda v: quantization.calibrate(pop.model.apply, v, images)))(base)
+  ranges = population.per_model(lambda v, x: quantization.calibrate(pop.model.apply, v, x))(base, images)
   return {**variables, "activation_ranges": ranges}, quantization.fixed_point_apply(pop.model.apply)
 
 

@@ -148,9 +148,16 @@ class Population:
     """[K, B, C] logits of every model (variables with a leading model axis) on shared images."""
     apply_fn = apply_fn or self.model.apply
     if apply_fn not in self._logits:
-      fn = fast_ops.models_in_parallel()(lambda v, x: apply_fn(v, x, train=False)[0])
-      self._logits[apply_fn] = jax.jit(over_devices(jax.vmap(fn, in_axes=(0, None)), (P(MODELS), P())))
+      self._logits[apply_fn] = per_model(lambda v, x: apply_fn(v, x, train=False)[0])
     return self._logits[apply_fn](variables, images)
+
+
+def per_model(fn: Callable) -> Callable:
+  """jit of fn(variables, shared) for every model of a population: vmapped over the model axis of
+  `variables`, `shared` (e.g. images) the same for all; traced in `models_in_parallel` and split
+  over devices as the train step is."""
+  fn = fast_ops.models_in_parallel()(fn)
+  return jax.jit(over_devices(jax.vmap(fn, in_axes=(0, None)), (P(MODELS), P())))
 
 
 def _models_mesh(num_models: int) -> Mesh | None:
