@@ -340,4 +340,4 @@ class BatchNorm(nn.BatchNorm):
     if self.axis_name is not None and lax.axis_size(self.axis_name) > 1:
       return False
     return (self.use_scale and self.use_bias and (self.dtype or x.dtype) == jnp.float32
-            and onednn.batch_norm_applies(x))
+            and self.param_dtype == jnp.float32 and onednn.batch_norm_applies(x))

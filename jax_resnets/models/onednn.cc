@@ -122,14 +122,18 @@ std::unique_ptr<Plan> MakePlan(const Key& k) {
   return plan;
 }
 
-const Plan& GetPlan(const Key& key) {
+// The plan for `key`, made on first use and kept (one mutex-guarded map per plan type).
+template <typename P, typename K>
+const P& Cached(const K& key, std::unique_ptr<P> (*make)(const K&)) {
   static std::mutex mu;
-  static std::map<Key, std::unique_ptr<Plan>> plans;
+  static std::map<K, std::unique_ptr<P>> plans;
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = plans[key];
-  if (!slot) slot = MakePlan(key);
+  if (!slot) slot = make(key);
   return *slot;
 }
+
+const Plan& GetPlan(const Key& key) { return Cached(key, MakePlan); }
 
 // Per-thread scratch: index 0 = oneDNN scratchpad, 1-3 = x, w, y in the conv's layouts. Mapped
 // outside malloc's heap (blocks of up to ~100 MB that grow a few times in the first steps would
@@ -345,14 +349,7 @@ std::unique_ptr<BnPlan> MakeBnPlan(const BnKey& k) {
   return plan;
 }
 
-const BnPlan& GetBnPlan(const BnKey& key) {
-  static std::mutex mu;
-  static std::map<BnKey, std::unique_ptr<BnPlan>> plans;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& slot = plans[key];
-  if (!slot) slot = MakeBnPlan(key);
-  return *slot;
-}
+const BnPlan& GetBnPlan(const BnKey& key) { return Cached(key, MakeBnPlan); }
 
 BnKey MakeBnKey(BnKind kind, Ints x, int64_t act, float eps, bool one_thread) {
   int32_t bits;

@@ -74,7 +74,7 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
     out = pathlib.Path(tmp) / target.name
     cmd = [compiler, "-O2", "-std=c++17", "-fopenmp", "-shared", "-fPIC", str(_SOURCE), f"-I{jax.ffi.include_dir()}",
            f"-I{prefix / 'include'}", f"-L{lib_dir}", "-ldnnl", f"-Wl,-rpath,{lib_dir}", "-o", str(out)]
-    logging.info("Compiling the oneDNN conv handlers: %s", " ".join(cmd))
+    logging.info("Compiling the oneDNN conv and batch-norm handlers: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
       lines = done.stderr.strip().splitlines() or [f"{compiler} exited with {done.returncode}"]
@@ -88,7 +88,7 @@ def _build(prefix: pathlib.Path, lib_dir: pathlib.Path) -> pathlib.Path:
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
   """(the built, loaded and registered handlers, None), or (None, why not in one line)."""
   if sys.platform != "linux":
-    return None, f"oneDNN convs are built for Linux only (this is {sys.platform})"
+    return None, f"oneDNN ops are built for Linux only (this is {sys.platform})"
   found = _find()
   if found is None:
     return None, ("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set ONEDNN_ROOT "
@@ -96,7 +96,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
   try:
     library = ctypes.cdll.LoadLibrary(str(_build(*found)))
   except (OSError, RuntimeError) as e:
-    return None, f"oneDNN convs unavailable: {e}"
+    return None, f"oneDNN ops unavailable: {e}"
+  library.OnednnBatchNormWorkspace.argtypes = [ctypes.c_int64] * 5
   library.OnednnBatchNormWorkspace.restype = ctypes.c_int64
   for name in (_FORWARD, _BACKWARD_DATA, _BACKWARD_WEIGHTS, _BN_FORWARD, _BN_BACKWARD):
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
@@ -104,7 +105,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def why_not() -> str | None:
-  """None when the oneDNN convs are built, loaded and registered; else the reason, in one line."""
+  """None when the oneDNN handlers are built, loaded and registered; else the reason, in one line."""
   return _load()[1]
 
 
@@ -217,7 +218,7 @@ def batch_norm(relu: bool, epsilon: float) -> Callable:
     n, h, w, c = x.shape
     workspace = library.OnednnBatchNormWorkspace(n, h, w, c, int(relu)) if relu else 0
     if workspace < 0:
-      raise RuntimeError(f"oneDNN has no batch norm + ReLU for shape {x.shape}")
+      raise RuntimeError(f"oneDNN could not make a batch norm + ReLU for shape {x.shape}")
     f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
     results = (f32(x.shape), f32((c,)), f32((c,)), jax.ShapeDtypeStruct((workspace,), jnp.uint8))
     return jax.ffi.ffi_call(_BN_FORWARD, results, vmap_method="expand_dims")(x, scale, shift, **attrs)
