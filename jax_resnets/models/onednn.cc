@@ -1,7 +1,7 @@
 // oneDNN convolutions (NHWC activations, HWIO kernels, float32) and training-mode batch norms as
-// XLA FFI custom calls for XLA:CPU. Built and loaded by jax_resnets/models/onednn.py; see that file and BUILD_NOTES.md
-// (Performance, attempt 20) for why: XLA:CPU's Eigen kernel-gradient and strided input-gradient
-// convs are 1.35-1.6x slower than oneDNN's.
+// XLA FFI custom calls for XLA:CPU. Built and loaded by jax_resnets/models/onednn.py; see that
+// file and BUILD_NOTES.md (Performance, attempt 20) for why: XLA:CPU's Eigen kernel-gradient and
+// strided input-gradient convs are 1.35-1.6x slower than oneDNN's.
 //
 // Three handlers, one per conv of a training step: forward y = conv(x, w), input gradient
 // dx = conv_bwd_data(dy, w), kernel gradient dw = conv_bwd_weights(x, dy). Attributes:
@@ -51,7 +51,7 @@ enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 enum Algorithm : int64_t { kDirect = 0, kWinograd = 1 };
 
 // kind, N, H, W, C, F, kh, kw, Ho, Wo, sh, sw, lo_h, hi_h, lo_w, hi_w, algorithm, one thread
-// (1: the plan runs inside RunModels' parallel loop, where oneDNN gets one thread per conv)
+// (1: the plan runs inside ForEachModel's parallel loop, where oneDNN gets one thread per conv)
 using Key = std::array<int64_t, 18>;
 
 dnnl::engine& Engine() {
