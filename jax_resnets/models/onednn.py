@@ -116,9 +116,12 @@ def available() -> bool:
 def applicable(x: jax.Array, k: jax.Array, pads) -> bool:
   """True where `conv` can compute this NHWC / HWIO, stride-only conv: float32 on the CPU backend,
   oneDNN built (else logs once why not)."""
-  if not (jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32
-          and k.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair)):
-    return False
+  return (jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32
+          and k.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair) and _built())
+
+
+def _built() -> bool:
+  """available(), else logs once why not (the ops fall back)."""
   if why_not() is not None:
     _warn_once(why_not())
     return False
@@ -193,12 +196,7 @@ def conv(strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
 def batch_norm_applies(x: jax.Array) -> bool:
   """True where `batch_norm` can normalize x: NHWC float32 on the CPU backend, oneDNN built (else
   logs once why not)."""
-  if not (jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32):
-    return False
-  if why_not() is not None:
-    _warn_once(why_not())
-    return False
-  return True
+  return jax.default_backend() == "cpu" and x.ndim == 4 and x.dtype == jnp.float32 and _built()
 
 
 @functools.lru_cache(maxsize=None)

@@ -58,10 +58,7 @@ class BasicBlock(nn.Module):
   def __call__(self, x):
     s = (self.strides, self.strides)
     y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x))
-    y = self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y)
-    if not self.skip:
-      return norm_act(self.norm, self.act, "bn2", y)
-    return self.act(self.norm(name="bn2")(y) + shortcut(self, x))
+    return residual_tail(self, "bn2", self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y), x)
 
 
 class Bottleneck(nn.Module):
@@ -79,10 +76,7 @@ class Bottleneck(nn.Module):
     s = (self.strides, self.strides)
     y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x))
     y = norm_act(self.norm, self.act, "bn2", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y))
-    y = self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y)
-    if not self.skip:
-      return norm_act(self.norm, self.act, "bn3", y)
-    return self.act(self.norm(name="bn3")(y) + shortcut(self, x))
+    return residual_tail(self, "bn3", self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y), x)
 
 
 def norm_act(norm: ModuleDef, act: Callable, name: str, x: jax.Array) -> jax.Array:
@@ -91,6 +85,13 @@ def norm_act(norm: ModuleDef, act: Callable, name: str, x: jax.Array) -> jax.Arr
   if act is nn.relu and getattr(module, "fuses_relu", False):
     return module(x, relu=True)
   return act(module(x))
+
+
+def residual_tail(block: nn.Module, name: str, y: jax.Array, x: jax.Array) -> jax.Array:
+  """A block's end: act(norm(y) + shortcut(x)), or act(norm(y)) where its skip is disabled."""
+  if not block.skip:
+    return norm_act(block.norm, block.act, name, y)
+  return block.act(block.norm(name=name)(y) + shortcut(block, x))
 
 
 def shortcut(block: nn.Module, x: jax.Array) -> jax.Array:

@@ -81,8 +81,7 @@ class Population:
 
   def __post_init__(self):
     # Traced in models_in_parallel: every conv goes to oneDNN, which runs the models in parallel.
-    step = jax.vmap(fast_ops.models_in_parallel()(self._model_step), in_axes=(0, 0, None))
-    self.train_step = jax.jit(over_devices(step, (P(MODELS), P(MODELS), P())), donate_argnums=0)
+    self.train_step = per_model(self._model_step, in_axes=(0, 0, None), donate_argnums=0)
     self._init = jax.jit(self._model_init)
     self._logits = {}
 
@@ -152,12 +151,13 @@ class Population:
     return self._logits[apply_fn](variables, images)
 
 
-def per_model(fn: Callable) -> Callable:
-  """jit of fn(variables, shared) for every model of a population: vmapped over the model axis of
-  `variables`, `shared` (e.g. images) the same for all; traced in `models_in_parallel` and split
-  over devices as the train step is."""
-  fn = fast_ops.models_in_parallel()(fn)
-  return jax.jit(over_devices(jax.vmap(fn, in_axes=(0, None)), (P(MODELS), P())))
+def per_model(fn: Callable, in_axes: tuple = (0, None), donate_argnums=()) -> Callable:
+  """jit of `fn` for every model of a population: vmapped over the model axis (0 in `in_axes`; the
+  first argument has it) of its arguments, the others (None, e.g. images) the same for all;
+  traced in `models_in_parallel` and split over devices (`over_devices`)."""
+  fn = jax.vmap(fast_ops.models_in_parallel()(fn), in_axes=in_axes)
+  specs = tuple(P() if axis is None else P(MODELS) for axis in in_axes)
+  return jax.jit(over_devices(fn, specs), donate_argnums=donate_argnums)
 
 
 def _models_mesh(num_models: int) -> Mesh | None:
