@@ -83,28 +83,27 @@ def test_vmap_with_a_shared_operand_and_nested_vmap():
 def test_conv_plan_by_map_size():
   big, small = (8, 16, 16, 64), (8, 4, 4, 64)
   k3 = (3, 3, 64, 64)
-  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=False) == ("xla",) * 3
-  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == ("xla",) * 3
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == "onednn"
+  assert fast_ops.conv_plan(big, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=False) == "xla"
+  assert fast_ops.conv_plan(small, k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == "xla"
   # Winograd (where the loaded oneDNN has it): 3x3 stride 1, >= 64 channels in 16s, maps >= 4 px,
   # >= 1024 output pixels in the batch.
   win, same = dict(use_onednn=True, winograd=True), ((1, 1), (1, 1))
-  assert fast_ops.conv_plan(big, k3, (1, 1), same, **win) == ("winograd",) * 3
-  assert fast_ops.conv_plan((64, 4, 4, 64), k3, (1, 1), same, **win) == ("winograd",) * 3
-  assert fast_ops.conv_plan(small, k3, (1, 1), same, **win) == ("xla",) * 3           # 128 pixels
-  assert fast_ops.conv_plan((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), same, **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, (3, 3, 64, 8), (1, 1), same, **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, k3, (2, 2), same, **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan(big, (1, 1, 64, 64), (1, 1), ((0, 0), (0, 0)), **win) == ("onednn",) * 3
-  assert fast_ops.conv_plan((512, 3, 3, 64), k3, (1, 1), same, **win) == ("xla",) * 3
-  # 4x4 -> 2x2, stride 2: XLA's input gradient is a pathological swapped-operand conv there.
-  assert fast_ops.conv_plan(small, k3, (2, 2), ((1, 1), (1, 1)), use_onednn=True) == ("handmade", "handmade", "xla")
-  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), ((1, 1), (1, 1)), use_onednn=True) == (
-      "whole_map", "whole_map", "xla")
-  # A population (vmapped models, one core each): oneDNN at every map size but the whole-map ones.
-  assert fast_ops.conv_plan(small, k3, (1, 1), same, use_onednn=True, population=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan(small, k3, (2, 2), same, use_onednn=True, population=True) == ("onednn",) * 3
-  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), same, use_onednn=True, population=True)[0] == "whole_map"
+  assert fast_ops.conv_plan(big, k3, (1, 1), same, **win) == "winograd"
+  assert fast_ops.conv_plan((64, 4, 4, 64), k3, (1, 1), same, **win) == "winograd"
+  assert fast_ops.conv_plan(small, k3, (1, 1), same, **win) == "xla"           # 128 pixels
+  assert fast_ops.conv_plan((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), same, **win) == "onednn"
+  assert fast_ops.conv_plan(big, (3, 3, 64, 8), (1, 1), same, **win) == "onednn"
+  assert fast_ops.conv_plan(big, k3, (2, 2), same, **win) == "onednn"
+  assert fast_ops.conv_plan(big, (1, 1, 64, 64), (1, 1), ((0, 0), (0, 0)), **win) == "onednn"
+  assert fast_ops.conv_plan((512, 3, 3, 64), k3, (1, 1), same, **win) == "xla"
+  # Output maps <= 2x2: XLA's conv there is a pathological swapped-operand conv; one matmul per tap.
+  assert fast_ops.conv_plan(small, k3, (2, 2), same, use_onednn=True) == "kn2row"
+  assert fast_ops.conv_plan((8, 2, 2, 64), k3, (1, 1), same, use_onednn=True) == "kn2row"
+  # A population (vmapped models, one core each): oneDNN at every map size but the kn2row ones.
+  assert fast_ops.conv_plan(small, k3, (1, 1), same, use_onednn=True, population=True) == "onednn"
+  assert fast_ops.conv_plan((8, 6, 6, 64), k3, (2, 2), same, use_onednn=True, population=True) == "onednn"
+  assert fast_ops.conv_plan(small, k3, (2, 2), same, use_onednn=True, population=True) == "kn2row"
 
 
 def _tiny_resnet(conv="auto"):

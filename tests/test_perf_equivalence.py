@@ -46,29 +46,32 @@ def test_prefers_matmul_only_on_small_maps(size, strides, expect):
   assert not fast_ops.prefers_matmul((1, size, size, 8), (1, 1, 8, 8), (1, 1), "VALID", None, None, dn)
 
 
-@pytest.mark.parametrize("shape,kernel,strides,padding,expect", [
-    ((2, 2), 3, 1, ((1, 1), (1, 1)), True),   # every output pixel sees every input pixel
-    ((1, 1), 3, 1, "SAME", True),
-    ((3, 3), 5, 1, "SAME", True),
-    ((4, 4), 3, 2, ((1, 1), (1, 1)), False),  # output (0, 0) does not see input row 3
-    ((2, 3), 3, 1, "SAME", False),
-    ((2, 2), 1, 1, "VALID", False)])
-def test_whole_map_conv_only_where_every_block_is_a_tap(shape, kernel, strides, padding, expect):
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((2, 2), 3, 1, ((1, 1), (1, 1))),   # ResNet-18's layer4 at 64 px: 4 of 9 taps per output
+    ((1, 1), 3, 1, "SAME"),             # only the centre tap
+    ((4, 4), 3, 2, ((1, 1), (1, 1))),   # layer4's strided conv
+    ((3, 3), 5, 1, "SAME"),
+    ((2, 3), 3, 1, "SAME"),
+    ((7, 6), 3, 2, ((2, 0), (1, 2))),   # asymmetric padding, odd map, a tap with no output
+    ((5, 5), 2, 3, "VALID")])
+def test_kn2row_conv_equals_lax_conv(shape, kernel, strides, padding):
   lhs, rhs = (2, *shape, 4), (kernel, kernel, 4, 5)
-  dn = ("NHWC", "HWIO", "NHWC")
-  taps = fast_ops.whole_map_taps(lhs, rhs, (strides, strides), padding, None, None, dn)
-  assert (taps is not None) is expect
   x, k = (np.random.default_rng(4).normal(size=s).astype(np.float32) for s in (lhs, rhs))
-  conv = lambda c: lambda x, k: c(x, k, (strides, strides), padding, None, None, dn)
-  ref, fast = conv(jax.lax.conv_general_dilated), conv(fast_ops.auto_conv_general_dilated)
+  dn, s = ("NHWC", "HWIO", "NHWC"), (strides, strides)
+  ref = lambda x, k: jax.lax.conv_general_dilated(x, k, s, padding, dimension_numbers=dn)
+  fast = lambda x, k: fast_ops.kn2row_conv(x, k, s, padding)
   np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
-  if expect:  # one matmul, no conv, in the forward; gradients equal, also under vmap (populations)
-    assert fast_ops.conv_plan(lhs, rhs, (strides, strides), padding, use_onednn=True) == ("whole_map", "whole_map", "xla")
-    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-    assert "conv_general_dilated" not in str(jax.make_jaxpr(fast)(x, k))
-    for got, want in zip(jax.vmap(jax.grad(loss(fast), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k])),
-                         jax.vmap(jax.grad(loss(ref), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k]))):
-      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  assert "conv_general_dilated" not in str(jax.make_jaxpr(fast)(x, k))
+  # Gradients equal, also vmapped over models (populations: one batched matmul per tap).
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+  for got, want in zip(jax.vmap(jax.grad(loss(fast), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k])),
+                       jax.vmap(jax.grad(loss(ref), argnums=(0, 1)))(np.stack([x, -x]), np.stack([k, 2 * k]))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  small = fast_ops.prefers_matmul(lhs, rhs, s, padding, None, None, dn)
+  assert (fast_ops.conv_plan(lhs, rhs, s, padding, use_onednn=True) == "kn2row") is small
+  if small:  # what AutoConv computes there
+    auto = lambda x, k: fast_ops.auto_conv_general_dilated(x, k, s, padding, dimension_numbers=dn)
+    assert str(jax.make_jaxpr(auto)(x, k)) == str(jax.make_jaxpr(fast)(x, k))
 
 
 @pytest.mark.parametrize("size,strides", [(2, 1), (4, 2), (8, 1)])

@@ -9,12 +9,11 @@ checks each against the reference op (values and gradients).
   sum of interior-padded arrays. Ties go to the first maximum in raster order of the window,
   as XLA's select-and-scatter (`>=` select) and torch do.
 * `AutoConv`: `nn.Conv`'s parameters and call signature; per conv, `conv_plan` picks who
-  computes its forward, input gradient and kernel gradient, each measured fastest at that shape
-  (`python -m jax_resnets.bench_convs`): oneDNN (`onednn.py`, CPU, output maps of 5+ pixels
-  a side); where every output pixel sees every input pixel (3x3 convs on 2x2 or 1x1 maps) one
-  dense matmul whose blocks are the kernel taps (`whole_map_conv`); im2col + one matmul
-  (`handmade_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU turns those
-  into a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps); else
+  computes it and its gradients, measured fastest at that shape (`python -m
+  jax_resnets.bench_convs`): one matmul per kernel tap over the outputs where that tap is
+  inside the map (`kn2row_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU
+  turns those into a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps); oneDNN
+  (`onednn.py`, CPU, output maps of 5+ pixels a side, Winograd where it applies); else
   `lax.conv_general_dilated` (what `nn.Conv` computes). `jax.vmap` over models (population
   training) loops over the models instead of making a grouped conv; convs traced inside
   `models_in_parallel()` (population.py's vmapped steps) go to oneDNN at every map size, which
@@ -95,7 +94,7 @@ def _pool_bwd(residuals, dy):
 max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
 
 
-# Output maps at most this many pixels a side use im2col + matmul (measured: BUILD_NOTES.md).
+# Output maps at most this many pixels a side use kn2row_conv (measured: BUILD_NOTES.md).
 SMALL_MAP = 2
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -124,41 +123,37 @@ def prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, 
   return max(out) <= small_map
 
 
-def whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation, rhs_dilation,
-                   dimension_numbers, feature_group_count=1) -> list[list[tuple[int, int]]] | None:
-  """For a conv whose every output pixel sees every input pixel (e.g. 3x3, padding 1, on a 2x2
-  map): taps[p][q] = the kernel tap joining input pixel q to output pixel p. None otherwise."""
-  if (len(lhs_shape) != 4 or feature_group_count != 1 or any(d != 1 for d in (lhs_dilation or (1, 1)))
-      or any(d != 1 for d in (rhs_dilation or (1, 1))) or not _is_nhwc(lhs_shape, rhs_shape, dimension_numbers)):
+def _tap_span(size: int, out_size: int, stride: int, tap: int, pad_lo: int) -> tuple[int, int, slice] | None:
+  """(first output, end output, input slice) along one axis for the outputs whose window puts
+  kernel tap `tap` on a real input pixel (output o reads input o * stride + tap - pad_lo)."""
+  outs = [o for o in range(out_size) if 0 <= o * stride + tap - pad_lo < size]
+  if not outs:
     return None
-  (h, w), (kh, kw), (sh, sw) = lhs_shape[1:3], rhs_shape[:2], window_strides
-  if h > kh or w > kw:  # some input pixel lies outside some output pixel's window
-    return None
-  (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(window_strides), (1, 1))
-  ho, wo = output_size(lhs_shape, rhs_shape, window_strides, padding)
-  taps = [[(i - oi * sh + lo_h, j - oj * sw + lo_w) for i in range(h) for j in range(w)]
-          for oi in range(ho) for oj in range(wo)]
-  if any(not (0 <= a < kh and 0 <= b < kw) for row in taps for a, b in row):
-    return None
-  return taps
+  first, last = (o * stride + tap - pad_lo for o in (outs[0], outs[-1]))
+  return outs[0], outs[-1] + 1, slice(first, last + 1, stride)
 
 
-def whole_map_conv(x: jax.Array, k: jax.Array, taps, out_hw: tuple[int, int], precision=None) -> jax.Array:
-  """The conv as ONE matmul: [N, H*W*C] x [H*W*C, Ho*Wo*F], the matrix's blocks being kernel taps.
+def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) -> jax.Array:
+  """A NHWC / HWIO conv as one matmul per kernel tap, each over only the outputs whose window
+  puts that tap inside the map, summed (kn2row-as, Vasudevan et al. 2017).
 
-  Exact (no zero blocks: `whole_map_taps` admits only convs where every block is a tap), and
-  JAX's autodiff of the block gather gives the kernel gradient. At ResNet-18's 2x2 layer4 maps
-  (64-px input) this replaces im2col's 9-tap patches (5 of 9 taps in the padding).
+  On small maps most of im2col's patches are padding (5 of 9 taps at ResNet-18's 2x2 layer4
+  maps) and XLA:CPU's own conv is a swapped-operand conv costing ~0.4 s; here every multiply
+  meets a real pixel, the kernel taps k[a, b] are used in place (no weight copy), and JAX's
+  autodiff of the slices and pads gives both gradients (BUILD_NOTES.md, attempt 41).
   """
-  n, h, w, c = x.shape
-  f = k.shape[-1]
-  # Build the matrix when x is ready, not at the start of the program (it only needs k): there it
-  # ran beside the stem's oneDNN conv and both slowed down 3x (BUILD_NOTES.md, attempt 24). XLA:CPU
-  # drops optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
-  k = k + jnp.zeros((), k.dtype) * lax.stop_gradient(x[0, 0, 0, 0])
-  blocks = jnp.stack([jnp.stack([k[a, b] for a, b in row], axis=0) for row in taps], axis=0)  # [P, Q, C, F]
-  matrix = blocks.transpose(1, 2, 0, 3).reshape(h * w * c, len(taps) * f)
-  return jnp.matmul(x.reshape(n, h * w * c), matrix, precision=precision).reshape(n, *out_hw, f)
+  n, h, w, _ = x.shape
+  kh, kw, _, f = k.shape
+  (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(strides), (1, 1))
+  ho, wo = output_size(x.shape, k.shape, strides, padding)
+  out = jnp.zeros((n, ho, wo, f), jnp.result_type(x, k))
+  for a in range(kh):
+    for b in range(kw):
+      rows, cols = _tap_span(h, ho, strides[0], a, lo_h), _tap_span(w, wo, strides[1], b, lo_w)
+      if rows is not None and cols is not None:
+        z = jnp.matmul(x[:, rows[2], cols[2]], k[a, b], precision=precision)
+        out = out + jnp.pad(z, ((0, 0), (rows[0], ho - rows[1]), (cols[0], wo - cols[1]), (0, 0)))
+  return out
 
 
 # oneDNN (onednn.py) runs the convs whose output map is at least this many pixels a side;
@@ -180,57 +175,50 @@ def models_in_parallel():
 
 
 def conv_plan(lhs_shape, rhs_shape, window_strides, padding, use_onednn: bool,
-              winograd: bool = False, population: bool = False) -> tuple[str, str, str]:
-  """Who computes the forward, the input gradient and the kernel gradient of a NHWC / HWIO conv
-  (stride only: no dilation, no groups). Each name is a formulation of the same conv, fastest
-  for that part at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
-  * "whole_map" (fwd, dx) where every output pixel sees every input pixel, else
-  * "winograd" (all three: oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
+              winograd: bool = False, population: bool = False) -> str:
+  """Who computes a NHWC / HWIO conv (stride only: no dilation, no groups) and both its gradients,
+  the fastest at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
+  * "kn2row" (`kn2row_conv`: one matmul per kernel tap) where the output map is <= SMALL_MAP a
+    side: XLA's conv there is a swapped-operand conv costing 0.15-0.4 s;
+  * "winograd" (oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
     `onednn.winograd_applies` (3x3, stride 1, >= 64 channels, enough output pixels);
-  * "onednn" (all three, direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side
+  * "onednn" (direct) when it is available and the output map is >= ONEDNN_MIN_MAP a side
     (any size for a `population`);
-  * "handmade" im2col (fwd, dx) where the output map is <= SMALL_MAP a side: XLA's conv there
-    takes 0.15-0.4 s (a swapped-operand conv);
-  * "xla" otherwise, and for every kernel gradient of the small-map cases."""
+  * "xla" otherwise."""
   dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
-  if whole_map_taps(lhs_shape, rhs_shape, window_strides, padding, None, None, dn) is not None:
-    return "whole_map", "whole_map", "xla"
+  if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
+    return "kn2row"
   out_hw = tuple(output_size(lhs_shape, rhs_shape, window_strides, padding))
   if use_onednn and winograd and onednn.winograd_applies(lhs_shape, rhs_shape, window_strides, out_hw):
-    return "winograd", "winograd", "winograd"
+    return "winograd"
   if use_onednn and (population or min(out_hw) >= ONEDNN_MIN_MAP):
-    return "onednn", "onednn", "onednn"
-  if prefers_matmul(lhs_shape, rhs_shape, window_strides, padding, None, None, dn):
-    return "handmade", "handmade", "xla"
-  return "xla", "xla", "xla"
+    return "onednn"
+  return "xla"
 
 
 def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                               dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """`lax.conv_general_dilated`'s values, each part (forward, both gradients) computed by the
-  formulation `conv_plan` picks; `jax.vmap` over models runs one conv per model."""
+  """`lax.conv_general_dilated`'s values and gradients, computed by the formulation `conv_plan`
+  picks; `jax.vmap` over models runs one conv per model (or one batched matmul per tap)."""
   if kwargs or any(d != 1 for d in (lhs_dilation or (1,))):
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
   strides, dilation = tuple(window_strides), tuple(rhs_dilation or (1,) * (lhs.ndim - 2))
   padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
-  plan = ("xla",) * 3
+  plan = "xla"
   if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
                                                                              dimension_numbers):
-    use_onednn = _onednn_applies(lhs, rhs, strides, padding)
+    pads = tuple(map(tuple, handmade_conv.explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides,
+                                                           (1, 1))))
+    use_onednn = onednn.applicable(lhs, rhs, pads)
     plan = conv_plan(lhs.shape, rhs.shape, strides, padding, use_onednn, use_onednn and onednn.has_winograd(),
                      _MODELS_IN_PARALLEL.get())
-    dimension_numbers = _NHWC
-  if plan in (("onednn",) * 3, ("winograd",) * 3):  # own custom_vjp (both gradients in order), vmap rule
-    return _formulation(plan[0], strides, padding, dilation, _NHWC, 1, precision)(lhs, rhs)
-  conv = planned_conv(plan, strides, padding, dilation, _hashable(dimension_numbers), feature_group_count,
-                      precision)
-  return conv(lhs, rhs)
-
-
-def _onednn_applies(lhs, rhs, strides, padding) -> bool:
-  pads = handmade_conv.explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, (1, 1))
-  return onednn.applicable(lhs, rhs, pads)
+  if plan == "kn2row":  # JAX's autodiff; its vmap is one batched matmul per tap for all models
+    return kn2row_conv(lhs, rhs, strides, padding, precision)
+  if plan in ("onednn", "winograd"):  # own custom_vjp (both gradients in order), vmap rule
+    return onednn.conv(strides, pads, "direct" if plan == "onednn" else plan)(lhs, rhs)
+  return looped_conv(strides, padding, dilation, _hashable(dimension_numbers), feature_group_count, precision)(
+      lhs, rhs)
 
 
 def _hashable(dimension_numbers):
@@ -250,41 +238,19 @@ def _looped(fn: Callable) -> Callable:
   return fn
 
 
-def _formulation(name, strides, padding, dilation, dimension_numbers, groups, precision) -> Callable:
-  """conv(x, k) computed as `name` (see conv_plan); all give lax.conv_general_dilated's values."""
+@functools.lru_cache(maxsize=None)
+def looped_conv(strides, padding, dilation, dimension_numbers, groups, precision) -> Callable:
+  """`lax.conv_general_dilated` with a custom_vjp whose forward and both gradients are `_looped`:
+  its vmap (a population of models: training/population.py) runs one conv per model instead of
+  the grouped conv JAX's batching rule makes (XLA:CPU's grouped conv was 2.2x slower than the
+  loop: BUILD_NOTES.md)."""
   def xla(x, k):
     return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation,
                                     dimension_numbers=dimension_numbers, feature_group_count=groups,
                                     precision=precision)
-
-  def whole_map(x, k):
-    taps = whole_map_taps(x.shape, k.shape, strides, padding, None, None, _NHWC)
-    return whole_map_conv(x, k, taps, tuple(output_size(x.shape, k.shape, strides, padding)), precision)
-
-  def handmade(x, k):
-    return handmade_conv.conv2d(x, k, strides, padding, dilation, groups, precision)
-
-  def by_onednn(x, k, algorithm="direct"):
-    pads = handmade_conv.explicit_padding(padding, x.shape[1:3], k.shape[:2], strides, (1, 1))
-    return onednn.conv(strides, tuple(map(tuple, pads)), algorithm)(x, k)
-
-  def winograd(x, k):
-    return by_onednn(x, k, "winograd")
-  return {"xla": xla, "whole_map": whole_map, "handmade": handmade, "onednn": by_onednn,
-          "winograd": winograd}[name]
-
-
-@functools.lru_cache(maxsize=None)
-def planned_conv(plan, strides, padding, dilation, dimension_numbers, groups, precision) -> Callable:
-  """conv(x, k) with a custom_vjp: forward by plan[0], input gradient by the vjp of plan[1],
-  kernel gradient by the vjp of plan[2]. Each part is `_looped`: its vmap (a population of
-  models: training/population.py) runs one conv per model instead of the grouped conv JAX's
-  batching rule makes (XLA:CPU's grouped conv was 2.2x slower than the loop: BUILD_NOTES.md)."""
-  fwd, for_x, for_k = (_formulation(n, strides, padding, dilation, dimension_numbers, groups, precision)
-                       for n in plan)
-  forward = _looped(fwd)
-  grad_x = _looped(lambda x, k, dy: jax.vjp(lambda v: for_x(v, k), x)[1](dy)[0])
-  grad_k = _looped(lambda x, k, dy: jax.vjp(lambda w: for_k(x, w), k)[1](dy)[0])
+  forward = _looped(xla)
+  grad_x = _looped(lambda x, k, dy: jax.vjp(lambda v: xla(v, k), x)[1](dy)[0])
+  grad_k = _looped(lambda x, k, dy: jax.vjp(lambda w: xla(x, w), k)[1](dy)[0])
 
   @jax.custom_vjp
   def conv(x, k):

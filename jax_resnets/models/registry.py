@@ -8,8 +8,8 @@ from jax_resnets.models import face_nets, fast_ops, handmade_conv, mla_adapter, 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # model.conv: "xla" = nn.Conv (lax.conv_general_dilated); "handmade" = im2col + one matmul.
-# "auto": nn.Conv's values; per conv and per part (forward, both gradients) oneDNN on CPU maps of
-# 5+ pixels, XLA or im2col / whole-map matmuls on smaller ones (models/fast_ops.conv_plan).
+# "auto": nn.Conv's values; per conv oneDNN on CPU maps of 5+ pixels, one matmul per kernel tap on
+# maps of 2x2 and less, else XLA's conv (models/fast_ops.conv_plan).
 CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv, "auto": fast_ops.AutoConv}
 # model.pool: the ImageNet stem's max-pool; "fast" has equal values and a scatter-free backward.
 POOLS = {"reference": resnet.max_pool_3x3_s2, "fast": fast_ops.max_pool_3x3_s2}
