@@ -48,11 +48,11 @@ def test_prefers_matmul_only_on_small_maps(size, strides, expect):
 
 @pytest.mark.parametrize("shape,kernel,strides,padding", [
     ((2, 2), 3, 1, ((1, 1), (1, 1))),   # ResNet-18's layer4 at 64 px: 4 of 9 taps per output
-    ((1, 1), 3, 1, "SAME"),             # only the centre tap
+    ((1, 1), 3, 1, "SAME"),             # only the centre tap meets the map
     ((4, 4), 3, 2, ((1, 1), (1, 1))),   # layer4's strided conv
     ((3, 3), 5, 1, "SAME"),
     ((2, 3), 3, 1, "SAME"),
-    ((7, 6), 3, 2, ((2, 0), (1, 2))),   # asymmetric padding, odd map, a tap with no output
+    ((7, 6), 3, 2, ((2, 0), (1, 2))),   # asymmetric padding, odd map
     ((5, 5), 2, 3, "VALID")])
 def test_kn2row_conv_equals_lax_conv(shape, kernel, strides, padding):
   lhs, rhs = (2, *shape, 4), (kernel, kernel, 4, 5)
