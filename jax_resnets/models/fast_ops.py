@@ -139,8 +139,8 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
 
   On small maps most of im2col's patches are padding (5 of 9 taps at ResNet-18's 2x2 layer4
   maps) and XLA:CPU's own conv is a swapped-operand conv costing ~0.4 s; here every multiply
-  meets a real pixel, the kernel taps k[a, b] are used in place (no weight copy), and JAX's
-  autodiff of the slices and pads gives both gradients (BUILD_NOTES.md, attempt 41).
+  meets a real pixel, no patch or block matrix is built (XLA only copies each tap k[a, b] out of
+  k), and JAX's autodiff of the slices and pads gives both gradients (BUILD_NOTES.md, attempt 41).
   """
   n, h, w, _ = x.shape
   kh, kw, _, f = k.shape
