@@ -74,6 +74,17 @@ def test_kn2row_conv_equals_lax_conv(shape, kernel, strides, padding):
     assert str(jax.make_jaxpr(auto)(x, k)) == str(jax.make_jaxpr(fast)(x, k))
 
 
+def test_kn2row_conv_sums_bfloat16_taps_in_float32():
+  """Like a conv, one rounding to bf16 at the end, not one per tap."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(4, 2, 2, 64)), jnp.bfloat16)
+  k = jnp.asarray(rng.normal(size=(3, 3, 64, 32)), jnp.bfloat16)
+  got = fast_ops.kn2row_conv(x, k, (1, 1), ((1, 1), (1, 1)))
+  want = fast_ops.kn2row_conv(x.astype(jnp.float32), k.astype(jnp.float32), (1, 1), ((1, 1), (1, 1)))
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(got, want.astype(jnp.bfloat16))
+
+
 @pytest.mark.parametrize("size,strides", [(2, 1), (4, 2), (8, 1)])
 def test_auto_conv_matches_nn_conv(size, strides):
   rng = np.random.default_rng(1)

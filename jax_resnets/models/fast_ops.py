@@ -146,7 +146,8 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
   kh, kw, _, f = k.shape
   (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(strides), (1, 1))
   ho, wo = output_size(x.shape, k.shape, strides, padding)
-  out = jnp.zeros((n, ho, wo, f), jnp.result_type(x, k))
+  dtype = jnp.result_type(x, k)
+  out = jnp.zeros((n, ho, wo, f), jnp.promote_types(dtype, jnp.float32))  # bf16 taps summed in f32, as a conv
   # Copy the taps out of k when x is ready, not at the start of the program (they only need k):
   # there they ran beside the stem's oneDNN conv and slowed it (attempts 24, 41). XLA:CPU drops
   # optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
@@ -155,9 +156,9 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
     for b in range(kw):
       rows, cols = _tap_span(h, ho, strides[0], a, lo_h), _tap_span(w, wo, strides[1], b, lo_w)
       if rows is not None and cols is not None:
-        z = jnp.matmul(x[:, rows[2], cols[2]], k[a, b], precision=precision)
+        z = jnp.matmul(x[:, rows[2], cols[2]], k[a, b], precision=precision, preferred_element_type=out.dtype)
         out = out + jnp.pad(z, ((0, 0), (rows[0], ho - rows[1]), (cols[0], wo - cols[1]), (0, 0)))
-  return out
+  return out.astype(dtype)
 
 
 # oneDNN (onednn.py) runs the convs whose output map is at least this many pixels a side;
