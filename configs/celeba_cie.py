@@ -26,9 +26,6 @@ def get_config(arg: str | None = None):
   config.dataset.update(name="celeb_a", train_split="train", eval_split="test", augment=("flip",))
   config.dataset.image_size = 64
   config.dataset.label_attribute = "Blond_Hair"
-  # One input iterator per model: on demand. Their read-ahead threads would fight the train step
-  # for the cores (85 population steps: 4.8 s on demand, 8.8 s with one thread each; BUILD_NOTES).
-  config.dataset.read_threads = 0
   config.model.update(name="resnet", depth=18, stem="imagenet", width=64)
   config.model.trainable = ()  # Prefixes of trainable params (empty: all).
   config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
@@ -40,7 +37,7 @@ def get_config(arg: str | None = None):
   config.cie = ml_collections.ConfigDict(dict(
       num_seeds=10, sparsities=(0.3, 0.5, 0.7, 0.9, 0.95, 0.99),
       quantization=("float16", "bfloat16", "int8_hybrid", "int8_fixed"), taxicab_top_fraction=0.1,
-      calibration_examples=100, fold_batchnorm=True, models_per_program=0, grid_level=""))
+      calibration_examples=100, fold_batchnorm=True, grid_level=""))
   config.cv_folds = 0
   if "smoke" in args:
     smoke(config)

@@ -79,6 +79,7 @@ def get_config(arg: str | None = None):
   config.dataset.name = "cifar10"
   config.model.depth = 34
   config.model.stem = "cifar"
+  config.model.conv = "default"  # or "handmade": the study's im2col conv (studies/resnet34/handmade_conv.py)
   config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   config.batch_size = 128
   config.num_epochs = 60

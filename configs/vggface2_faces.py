@@ -18,8 +18,8 @@ the threshold on unknown_dev, verifies and writes both CSVs and the report in < 
 on 2 CPU cores. Its figures are in BUILD_NOTES (faces section).
 """
 from jax_resnets import config_lib
-from jax_resnets.studies import faces
-from jax_resnets.training import face_losses
+from jax_resnets.studies.faces import study as faces
+from jax_resnets.studies.faces import losses as face_losses
 
 
 def get_config(arg: str | None = None):

@@ -1,6 +1,7 @@
 """The base config every study extends, and validation that names the bad key."""
 import ml_collections
 
+from jax_resnets import backend
 from jax_resnets.data import sources
 from jax_resnets.models import resnet
 from jax_resnets.training import parallel
@@ -28,9 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
       num_classes=0,  # > 0 overrides the class count of faces (synthetic) / image_folder.
       mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
   config.model = ml_collections.ConfigDict(dict(
-      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=(), conv="auto",
-      pool="fast", norm="fast"))  # conv: xla|handmade|auto, pool, norm: reference|fast (models/fast_ops.py:
-  # same values, faster).
+      name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=()))
+  # How ops run (jax_resnets/backend.py): auto | xla (stock flax/XLA) | cpu (oneDNN etc.; same values).
+  config.backend = "auto"
   config.optim = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
       schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,
@@ -67,11 +68,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(m.stem in ("imagenet", "cifar"), "model.stem", m.stem, "must be 'imagenet' or 'cifar'")
   _check(m.width > 0, "model.width", m.width, "must be positive")
   _check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
-  _check(m.get("conv", "xla") in ("xla", "handmade", "auto"), "model.conv", m.get("conv"),
-         "must be 'xla', 'handmade' or 'auto'")
-  for key in ("pool", "norm"):
-    _check(m.get(key, "reference") in ("reference", "fast"), f"model.{key}", m.get(key),
-           "must be 'reference' or 'fast'")
+  _check(m.get("conv", "default") in ("default", "handmade"), "model.conv", m.get("conv"),
+         "must be 'default' (the backend's) or 'handmade'")
+  _check(config.get("backend", "auto") in backend.NAMES, "backend", config.get("backend"),
+         f"known: {', '.join(backend.NAMES)}")
   names = resnet.block_names(m.depth)
   for block in m.disabled_skips:
     _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")
@@ -93,6 +93,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.batch_size > 0, "batch_size", config.batch_size, "must be positive")
   _check(config.num_epochs > 0 or config.num_train_steps > 0, "num_epochs", config.num_epochs,
          "must be positive (or set num_train_steps)")
+  _check(config.num_train_steps >= 0, "num_train_steps", config.num_train_steps, "must be >= 0 (0: use num_epochs)")
+  _check(config.log_every_steps >= 1, "log_every_steps", config.log_every_steps, "must be >= 1")
   _check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")
   if config.get("init") and config.init.get("checkpoint"):  # A missing weights file fails before model init.
     from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top (import cycle)

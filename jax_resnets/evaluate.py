@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 
 xla_flags.configure(eval_only=True)
 
@@ -106,7 +106,7 @@ def evaluate(workdir: str, split: str | None = None, config: ml_collections.Conf
     raise config_lib.ConfigError(f"config error: study={config.study!r} (evaluate handles 'classification')")
   split = split or config.dataset.eval_split
   num_classes = sources.spec(config.dataset).num_classes
-  model = models.build_model(config.model, num_classes, bn_axis_name=steps.AXIS)
+  model = models.build_model(config.model, num_classes, bn_axis_name=steps.AXIS, backend=config.get("backend", "auto"))
   state = restore_best_state(config, workdir, model)
   run = eval_run(config, workdir, state)
   metrics, logits = loop.evaluate(run, run.dp.replicate(state), split)

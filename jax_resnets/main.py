@@ -6,7 +6,7 @@ and exits with status 143; re-running the same command resumes.
 """
 import sys
 
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 
 xla_flags.configure()
 
@@ -32,10 +32,11 @@ def main(argv) -> int:
   logging.get_absl_logger().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from jax_resnets import errors, studies
+  from jax_resnets import backend, errors, studies
   try:
     config = FLAGS.config
     config.get("study")  # A config file that failed to load raises on first use.
+    backend.configure_process(config.get("backend", "auto"))  # Before JAX starts its backend.
   except (OSError, ValueError) as e:  # config_flags defers config-file errors to first use.
     print(f"error: {one_line(e, argv)}", file=sys.stderr)
     return 2

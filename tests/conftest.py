@@ -14,6 +14,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # on its own in test_xla_flags.py.
 os.environ.setdefault("JAX_RESNETS_MALLOC_TUNING", "0")
 
-from jax_resnets import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jax_resnets.cpu import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 xla_flags.configure()

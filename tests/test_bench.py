@@ -7,7 +7,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bench_vs_torch_prints_both_contenders_and_ratio():
-  cmd = [sys.executable, "-m", "jax_resnets.bench", "--model=resnet18", "--stem=imagenet", "--image=32",
+  cmd = [sys.executable, "-m", "benchmarks.bench", "--model=resnet18", "--stem=imagenet", "--image=32",
          "--batch=4", "--width=4", "--vs_torch", "--warmup=1", "--steps=1"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -23,14 +23,14 @@ def test_bench_vs_torch_prints_both_contenders_and_ratio():
 
 
 def test_bench_convs_covers_every_resnet18_conv_and_runs():
-  from jax_resnets import timing  # pylint: disable=g-import-not-at-top,unused-import  # global --batch flag
-  from jax_resnets import bench_convs  # pylint: disable=g-import-not-at-top  # must not clash with it
+  from jax_resnets.studies.resnet34 import timing  # pylint: disable=g-import-not-at-top,unused-import  # global --batch flag
+  from benchmarks import bench_convs  # pylint: disable=g-import-not-at-top  # must not clash with it
   for stem in ("cifar", "imagenet"):
     shapes = bench_convs.conv_shapes(stem, 64, 8)
     assert sum(s[-1] for s in shapes) == 20  # stem + 16 block convs + 3 downsample convs
     assert [s[3] for s in shapes].count(1) == 3
   assert bench_convs.conv_shapes("imagenet", 64, 8)[1][0] == 16  # after the 7x7/2 conv and the 3x3/2 pool
-  cmd = [sys.executable, "-m", "jax_resnets.bench_convs", "--image=16", "--batch=2", "--width=4", "--steps=1"]
+  cmd = [sys.executable, "-m", "benchmarks.bench_convs", "--image=16", "--batch=2", "--width=4", "--steps=1"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   total = next(l for l in proc.stdout.splitlines() if l.startswith("total per step"))

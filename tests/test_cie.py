@@ -4,7 +4,8 @@ import math
 import numpy as np
 
 from jax_resnets.data import celeba
-from jax_resnets.evaluation import cie, subgroups
+from jax_resnets.studies.celeba_cie import cie
+from jax_resnets.studies.celeba_cie import subgroups
 
 BASELINE = np.array([[1, 0, 1, 1, 0, 1],
                      [1, 0, 1, 1, 0, 1],

@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_resnets.compression import pruning
-from jax_resnets.models import mla_adapter, registry
+from jax_resnets.studies.celeba_cie import pruning
+from jax_resnets.models import registry
+from jax_resnets.studies.celeba_cie import mla_adapter
 from jax_resnets.training import population
 
 

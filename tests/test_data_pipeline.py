@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from jax_resnets import config_lib
-from jax_resnets.data import fakes as data_fakes
+from tests import fakes as data_fakes
 from jax_resnets.data import augment, pipeline, prepare, sources, synthetic_faces
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

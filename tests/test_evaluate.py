@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import testutils
-from jax_resnets import evaluate, models, timing
+from jax_resnets import evaluate, models
+from jax_resnets.studies.resnet34 import timing
 from jax_resnets.data import pipeline, sources
 from jax_resnets.training import loop
 

@@ -7,8 +7,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_resnets.models import face_nets, registry
-from jax_resnets.training import face_losses
+from jax_resnets.models import registry
+from jax_resnets.studies.faces import face_nets
+from jax_resnets.studies.faces import losses as face_losses
 
 
 def numpy_arcface(cosine, labels, s, m):

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from jax_resnets import config_lib, studies
-from jax_resnets.evaluation import verification
-from jax_resnets.studies import faces
+from jax_resnets.studies.faces import verification
+from jax_resnets.studies.faces import study as faces
 
 SIZES = {"train": 96, "dev": 32, "test": 24, "known": 40, "unknown_dev": 40, "unknown_test": 24}
 
@@ -90,7 +90,7 @@ def test_train_step_on_4_devices_equals_1_device():
   import jax
   import numpy as np
   import optax
-  from jax_resnets.models import face_nets
+  from jax_resnets.studies.faces import face_nets
   from jax_resnets.training import parallel
   from jax_resnets.training.state import create_train_state
 

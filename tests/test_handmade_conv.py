@@ -9,7 +9,8 @@ import pytest
 from jax import lax
 
 from jax_resnets import config_lib
-from jax_resnets.models import handmade_conv, registry, resnet
+from jax_resnets.models import registry, resnet
+from jax_resnets.studies.resnet34 import handmade_conv
 
 # (input NHWC, kernel hw, in-group channels -> features, strides, padding, dilation, groups)
 CASES = [

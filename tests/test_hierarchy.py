@@ -13,10 +13,11 @@ import pytest
 from configs import cifar100_hierarchy
 from jax_resnets import config_lib, studies
 from jax_resnets.data import prepare, sources
-from jax_resnets.evaluation import hierarchy as hier
-from jax_resnets.models import heads, phinet
+from jax_resnets.studies.hierarchy import metrics as hier
+from jax_resnets.studies.hierarchy import heads
+from jax_resnets.studies.hierarchy import phinet
 from jax_resnets.models.registry import parameter_count
-from jax_resnets.studies import hierarchy as study
+from jax_resnets.studies.hierarchy import study
 
 
 def _hier_cfg(grouping="coarse", num_parents=0):

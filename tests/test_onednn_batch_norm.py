@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.models import fast_ops, onednn, registry
+from jax_resnets.models import registry
+from jax_resnets.cpu import fast_ops
+from jax_resnets.cpu import onednn
 
 _LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
 pytestmark = pytest.mark.skipif(not _LINUX_X86, reason="oneDNN wheels exist for Linux x86-64 only")

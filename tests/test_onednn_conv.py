@@ -10,7 +10,9 @@ import optax
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.models import fast_ops, onednn, registry
+from jax_resnets.models import registry
+from jax_resnets.cpu import fast_ops
+from jax_resnets.cpu import onednn
 from jax_resnets.training import population
 
 _DN = ("NHWC", "HWIO", "NHWC")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.models import fast_ops, registry, resnet
+from jax_resnets.models import registry, resnet
+from jax_resnets.cpu import fast_ops
 
 
 def _grad(pool, x, r):

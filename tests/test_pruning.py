@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.compression import pruning
+from jax_resnets.studies.celeba_cie import pruning
 from jax_resnets.models import registry
 from jax_resnets.training import population
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from jax_resnets.compression import quantization as q
+from jax_resnets.studies.celeba_cie import quantization as q
 
 
 def np_round(x):  # TFLite's std::round: halves away from zero.

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jax_resnets.evaluation import verification as V
+from jax_resnets.studies.faces import verification as V
 
 
 def metrics(genuine, impostor):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type"
 
@@ -32,7 +32,7 @@ def test_configure_keeps_the_users_value_and_honours_opt_out(monkeypatch):
 _HEAP = """
 import ctypes, sys
 import numpy as np
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 print(xla_flags.tune_malloc() if sys.argv[1] == "tuned" else False)
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33
   _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

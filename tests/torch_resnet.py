@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from jax_resnets.bench_torch import ResNet  # pylint: disable=unused-import
+from benchmarks.bench_torch import ResNet  # pylint: disable=unused-import
 
 
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:

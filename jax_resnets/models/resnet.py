@@ -52,12 +52,14 @@ class BasicBlock(nn.Module):
   norm: ModuleDef
   act: Callable = nn.relu
   skip: bool = True
+  norm_relu: Callable | None = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x))
+    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv1")(x),
+                 self.norm_relu)
     return residual_tail(self, "bn2", self.conv(self.features, (3, 3), padding=pad(3), name="conv2")(y), x)
 
 
@@ -69,28 +71,32 @@ class Bottleneck(nn.Module):
   norm: ModuleDef
   act: Callable = nn.relu
   skip: bool = True
+  norm_relu: Callable | None = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
     s = (self.strides, self.strides)
-    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x))
-    y = norm_act(self.norm, self.act, "bn2", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y))
+    y = norm_act(self.norm, self.act, "bn1", self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x),
+                 self.norm_relu)
+    y = norm_act(self.norm, self.act, "bn2", self.conv(self.features, (3, 3), s, padding=pad(3), name="conv2")(y),
+                 self.norm_relu)
     return residual_tail(self, "bn3", self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y), x)
 
 
-def norm_act(norm: ModuleDef, act: Callable, name: str, x: jax.Array) -> jax.Array:
-  """act(norm(name=name)(x)), in one op where the norm can apply a ReLU itself (fast_ops.BatchNorm)."""
+def norm_act(norm: ModuleDef, act: Callable, name: str, x: jax.Array, norm_relu: Callable | None = None):
+  """act(norm(name=name)(x)); `norm_relu(module, x)`, where given, computes relu(module(x)) itself
+  (a backend's fused op: `jax_resnets.backend.Backend.norm_relu`)."""
   module = norm(name=name)
-  if act is nn.relu and getattr(module, "fuses_relu", False):
-    return module(x, relu=True)
+  if norm_relu is not None and act is nn.relu:
+    return norm_relu(module, x)
   return act(module(x))
 
 
 def residual_tail(block: nn.Module, name: str, y: jax.Array, x: jax.Array) -> jax.Array:
   """A block's end: act(norm(y) + shortcut(x)), or act(norm(y)) where its skip is disabled."""
   if not block.skip:
-    return norm_act(block.norm, block.act, name, y)
+    return norm_act(block.norm, block.act, name, y, block.norm_relu)
   return block.act(block.norm(name=name)(y) + shortcut(block, x))
 
 
@@ -111,12 +117,13 @@ class ResLayer(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   disabled_skips: Sequence[int] = ()
+  norm_relu: Callable | None = None
 
   @nn.compact
   def __call__(self, x):
     for j in range(self.num_blocks):
       x = self.block(self.features, self.strides if j == 0 else 1, self.conv, self.norm,
-                     skip=j not in self.disabled_skips, name=str(j))(x)
+                     skip=j not in self.disabled_skips, norm_relu=self.norm_relu, name=str(j))(x)
     return x
 
 
@@ -139,9 +146,9 @@ class ResNet(nn.Module):
     disabled_skips: block names such as "layer3.0" whose residual add is removed.
     dtype: compute dtype (params stay float32).
     bn_axis_name: mapped axis over which BN statistics are averaged (sync BN).
-    conv: conv module class (nn.Conv, or the handmade one).
-    pool: the stem's 3x3/2 max-pool (`max_pool_3x3_s2`, or models/fast_ops.py's equal one).
-    batch_norm: nn.BatchNorm, or models/fast_ops.py's equal one that applies the ReLUs itself.
+    conv, pool, batch_norm: the conv module class, the stem's 3x3/2 max-pool and the norm module
+      class; stock flax by default, a backend's equal ones otherwise (`jax_resnets.backend`).
+    norm_relu: None, or `fn(norm_module, x) -> relu(norm_module(x))` computed in one op.
   """
   depth: int = 18
   num_classes: int = 1000
@@ -154,6 +161,7 @@ class ResNet(nn.Module):
   conv: ModuleDef = nn.Conv
   pool: Callable = max_pool_3x3_s2
   batch_norm: ModuleDef = nn.BatchNorm
+  norm_relu: Callable | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -163,16 +171,16 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
       x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
-      x = self.pool(norm_act(norm, nn.relu, "bn1", x))
+      x = self.pool(norm_act(norm, nn.relu, "bn1", x, self.norm_relu))
     elif self.stem == "cifar":
-      x = norm_act(norm, nn.relu, "bn1", conv(self.width, (3, 3), padding=pad(3), name="conv1")(x))
+      x = norm_act(norm, nn.relu, "bn1", conv(self.width, (3, 3), padding=pad(3), name="conv1")(x), self.norm_relu)
     else:
       raise ValueError(f"model.stem must be 'imagenet' or 'cifar', got {self.stem!r}")
     block = BasicBlock if self.depth < 50 else Bottleneck
     for i, n in enumerate(STAGE_SIZES[self.depth]):
       name = f"layer{i + 1}"
       off = tuple(int(s.split(".")[1]) for s in self.disabled_skips if s.split(".")[0] == name)
-      x = ResLayer(block, n, self.width * 2**i, 1 if i == 0 else 2, conv, norm, off, name=name)(x)
+      x = ResLayer(block, n, self.width * 2**i, 1 if i == 0 else 2, conv, norm, off, self.norm_relu, name=name)(x)
     features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     logits = None
     if self.num_classes:

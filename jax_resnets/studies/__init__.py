@@ -1,18 +1,13 @@
-"""Studies: `config.study` names the function that runs one end to end."""
+"""Studies: `config.study` names the folder whose `study.run(config, workdir)` runs one end to end."""
+import importlib
 import os
 
 import ml_collections
 
 from jax_resnets import config_lib
 from jax_resnets.training import distributed
-from jax_resnets.studies import celeba_cie, classification, faces, hierarchy
 
-STUDIES = {
-    "classification": classification.run,
-    "hierarchy": hierarchy.run,
-    "faces": faces.run,
-    "celeba_cie": celeba_cie.run,
-}
+STUDIES = ("classification", "hierarchy", "faces", "celeba_cie")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -21,4 +16,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate(config)
   distributed.initialize(config.get("distributed"))
   os.makedirs(workdir, exist_ok=True)
-  return STUDIES[config.study](config, workdir)
+  return importlib.import_module(f"jax_resnets.studies.{config.study}.study").run(config, workdir)

@@ -75,7 +75,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
   """Model, optimizer, data, checkpoints; restores the newest checkpoint if there is one."""
   dp = data_parallel(config).compile_steps(config.label_smoothing)
   model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
-                                      bn_axis_name=steps.AXIS)
+                                      bn_axis_name=steps.AXIS, backend=config.backend)
   steps_per_epoch, total_steps, schedule, tx = optimizer_plan(config)
   state = create_train_state(jax.random.key(config.seed), model, image_shape(config.dataset), tx)
   state = init_and_freeze(config, state)

@@ -24,10 +24,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jax_resnets.compression import pruning
+from jax_resnets.studies.celeba_cie import pruning
 from jax_resnets.config_lib import ConfigError
 from jax_resnets.data import pipeline
-from jax_resnets.models import fast_ops
 from jax_resnets.training import optim, steps
 from jax_resnets.training.loop import NonFiniteLoss
 
@@ -151,11 +150,11 @@ class Population:
     return self._logits[apply_fn](variables, images)
 
 
-def per_model(fn: Callable, in_axes: tuple = (0, None), donate_argnums=()) -> Callable:
+def per_model(fn: Callable, in_axes: tuple = (0, None), donate_argnums=(), wrap: Callable = lambda f: f) -> Callable:
   """jit of `fn` for every model of a population: vmapped over the model axis (0 in `in_axes`; the
   first argument has it) of its arguments, the others (None, e.g. images) the same for all;
   traced in `models_in_parallel` and split over devices (`over_devices`)."""
-  fn = jax.vmap(fast_ops.models_in_parallel()(fn), in_axes=in_axes)
+  fn = jax.vmap(wrap(fn), in_axes=in_axes)
   specs = tuple(P() if axis is None else P(MODELS) for axis in in_axes)
   return jax.jit(over_devices(fn, specs), donate_argnums=donate_argnums)
 

@@ -1,8 +1,8 @@
 r"""Training / eval throughput of the project's own ResNet steps, optionally against PyTorch.
 
-  python -m jax_resnets.bench --model=resnet18 --stem=cifar --image=32 --batch=128 --vs-torch
-  python -m jax_resnets.bench --model=resnet18 --stem=imagenet --image=64 --batch=64 --vs-torch
-  python -m jax_resnets.bench --model=resnet18 --stem=cifar --image=32 --batch=32 --width=16 \
+  python -m benchmarks.bench --model=resnet18 --stem=cifar --image=32 --batch=128 --vs-torch
+  python -m benchmarks.bench --model=resnet18 --stem=imagenet --image=64 --batch=64 --vs-torch
+  python -m benchmarks.bench --model=resnet18 --stem=cifar --image=32 --batch=32 --width=16 \
       --population=1,2,4,8
 
 Times the compiled `DataParallel` train and eval steps (training/parallel.py + steps.py, one
@@ -23,12 +23,11 @@ import sys
 import time
 from typing import Callable
 
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 
 # `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets; `--nomalloc_tuning`
 # keeps glibc malloc's defaults (for both contenders: they share the process).
-if "--nomalloc_tuning" in sys.argv:
-  xla_flags.os.environ["JAX_RESNETS_MALLOC_TUNING"] = "0"  # also for modules that configure on import
+xla_flags.os.environ["JAX_RESNETS_MALLOC_TUNING"] = "0" if "--nomalloc_tuning" in sys.argv else "1"
 xla_flags.configure(eval_only="--mode=eval" in sys.argv)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -40,11 +39,11 @@ import optax
 from absl import flags
 
 from jax_resnets.models import registry
-from jax_resnets.timing import random_variables
+from jax_resnets.studies.resnet34.timing import random_variables
 from jax_resnets.training import parallel
 from jax_resnets.training.state import TrainState
 
-# Own FlagValues: jax_resnets.timing (imported for random_variables) defines --batch etc. globally.
+# Own FlagValues: jax_resnets.studies.resnet34.timing (imported for random_variables) defines --batch etc. globally.
 FLAGS = flags.FlagValues()
 _MODEL = flags.DEFINE_string("model", "resnet18", "resnet18|34|50|101|152.", flag_values=FLAGS)
 _STEM = flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.", flag_values=FLAGS)
@@ -140,7 +139,7 @@ def jax_contenders(model, modes: list[str], flops: dict[str, float]) -> dict:
 
 
 def torch_contenders(modes: list[str]) -> dict:
-  from jax_resnets import bench_torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
   train, evaluate = bench_torch.steps(int(_MODEL.value.removeprefix("resnet")), _STEM.value, _WIDTH.value,
                                       _CLASSES.value, _BATCH.value, _IMAGE.value, _CHANNELS_LAST.value,
                                       _DTYPE.value)

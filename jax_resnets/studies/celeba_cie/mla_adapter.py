@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnets.models import vit_hybrid
+from jax_resnets.studies.celeba_cie import vit_hybrid
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -98,3 +98,12 @@ class MLAAdapterNet(nn.Module):
                        name="adapter")(jax.lax.stop_gradient(fmap)).astype(jnp.float32)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features).astype(jnp.float32)
     return logits, {"features": features}
+
+
+def from_config(model_cfg, num_classes: int, bn_axis_name: str | None = None, dtype=jnp.float32) -> MLAAdapterNet:
+  """`config.model` (name="mla_adapter"; model.mla_*) -> MLAAdapterNet (batch norm per device)."""
+  del bn_axis_name
+  return MLAAdapterNet(num_classes=num_classes, depth=model_cfg.depth, width=model_cfg.width, stem=model_cfg.stem,
+                       dtype=dtype, num_stages=model_cfg.get("mla_stages", 4), dim=model_cfg.get("mla_dim", 64),
+                       heads=model_cfg.get("mla_heads", 4), kv_rank=model_cfg.get("mla_kv_rank", 16),
+                       q_rank=model_cfg.get("mla_q_rank", 0))

@@ -1,6 +1,6 @@
 r"""Per-convolution times of a ResNet-18 train step: XLA's kernels against PyTorch's, op by op.
 
-  python -m jax_resnets.bench_convs --stem=cifar --image=32 --batch=128 [--torch_channels_last]
+  python -m benchmarks.bench_convs --stem=cifar --image=32 --batch=128 [--torch_channels_last]
 
 For every distinct conv of the network (shape, stride, how many the network has) it times the
 forward, the input gradient and the kernel gradient as XLA compiles them on their own (jitted
@@ -14,7 +14,7 @@ import statistics
 import sys
 from typing import Callable
 
-from jax_resnets import xla_flags
+from jax_resnets.cpu import xla_flags
 
 xla_flags.configure()
 
@@ -24,10 +24,11 @@ import numpy as np
 from absl import flags
 from jax import lax
 
-from jax_resnets import bench
-from jax_resnets.models import fast_ops, resnet
+from benchmarks import bench
+from jax_resnets.models import resnet
+from jax_resnets.cpu import fast_ops
 
-# Own FlagValues: jax_resnets.timing defines --batch etc. in absl's global FLAGS.
+# Own FlagValues: jax_resnets.studies.resnet34.timing defines --batch etc. in absl's global FLAGS.
 FLAGS = flags.FlagValues()
 _STEM = flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.", flag_values=FLAGS)
 _IMAGE = flags.DEFINE_integer("image", 32, "Square input size.", flag_values=FLAGS)
@@ -95,7 +96,7 @@ def torch_ops(x, k, dy, stride: int, channels_last: bool) -> list[Callable]:
 
 
 def main() -> None:
-  from jax_resnets import bench_torch  # pylint: disable=g-import-not-at-top,unused-import  # sets OMP_WAIT_POLICY
+  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top,unused-import  # sets OMP_WAIT_POLICY
   rng = np.random.default_rng(0)
   totals = np.zeros(6)
   print(f"ResNet-18 stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value}: ms per call, "

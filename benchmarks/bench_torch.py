@@ -1,6 +1,6 @@
 """Reference PyTorch ResNet (torchvision's module layout) for benchmarks and conversion tests.
 
-Imported only by `python -m jax_resnets.bench --vs-torch` and by tests; the training path never
+Imported only by `python -m benchmarks.bench --vs-torch` and by tests; the training path never
 imports torch. torchvision is not installable here, so this mirrors `torchvision.models.resnet`
 (BasicBlock / Bottleneck v1.5: its `state_dict()` has a torchvision checkpoint's keys and shapes)
 plus the CIFAR stem our `ResNet(stem='cifar')` uses, a `width` knob, and `disabled_skips`, which

@@ -1,6 +1,6 @@
 r"""Compilation timing: ResNet inference on CIFAR-sized batches, jitted vs eager.
 
-  python -m jax_resnets.timing --depth=34 --batch=1,32 --repeats=3 [--conv=xla,handmade]
+  python -m jax_resnets.studies.resnet34.timing --depth=34 --batch=1,32 --repeats=3 [--conv=xla,handmade]
 
 JAX's counterpart of the study's eager / TorchScript trace / script comparison:
   * eager: `jax.disable_jit()`, every primitive dispatched from Python one at a time
@@ -14,16 +14,21 @@ import statistics
 import time
 from typing import Callable
 
-from jax_resnets import xla_flags
+from jax_resnets import backend
 
-xla_flags.configure()
+backend.configure_process("auto")  # Before JAX starts: the CPU backend's XLA flags.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 from absl import app, flags
 
-from jax_resnets.models import registry, resnet
+import flax.linen as nn
+
+from jax_resnets.models import resnet
+from jax_resnets.studies.resnet34 import handmade_conv
+
+CONVS = {"xla": nn.Conv, "handmade": handmade_conv.HandmadeConv}
 
 
 def random_variables(abstract, seed: int = 0):
@@ -66,7 +71,7 @@ def measure(depth: int = 34, batch: int = 32, width: int = 64, image_size: int =
 
   Also checks that both modes give the same logits: `max_diff` = max |jit - eager| / max |eager|.
   """
-  model = resnet.ResNet(depth, num_classes=10, stem="cifar", width=width, conv=registry.CONVS[conv])
+  model = resnet.ResNet(depth, num_classes=10, stem="cifar", width=width, conv=CONVS[conv])
   x = np.random.default_rng(seed).normal(size=(batch, image_size, image_size, 3)).astype(np.float32)
   variables = jax.device_put(random_variables(jax.eval_shape(model.init, jax.random.key(0), x), seed))
   forward = lambda v, images: model.apply(v, images, train=False)[0]
@@ -122,9 +127,9 @@ flags.DEFINE_integer("warmup", 1, "Untimed runs per mode before timing.")
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.depth not in resnet.STAGE_SIZES or any(c not in registry.CONVS for c in FLAGS.conv):
+  if FLAGS.depth not in resnet.STAGE_SIZES or any(c not in CONVS for c in FLAGS.conv):
     raise app.UsageError(f"--depth must be one of {tuple(resnet.STAGE_SIZES)} and --conv of "
-                         f"{tuple(registry.CONVS)}")
+                         f"{tuple(CONVS)}")
   rows = []
   for conv in FLAGS.conv:
     for batch in FLAGS.batch:

@@ -3,7 +3,7 @@ Performance, attempts 20 and 40).
 
 XLA:CPU runs convolutions with Eigen; its kernel-gradient convs (plus the layout copies it makes
 for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, which PyTorch uses
-(`python -m jax_resnets.bench_convs`). jaxlib's own oneDNN switches do not reach convolutions, so
+(`python -m benchmarks.bench_convs`). jaxlib's own oneDNN switches do not reach convolutions, so
 this module calls oneDNN itself: `onednn.cc` holds three XLA FFI handlers (forward, input
 gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding, algorithm)` ties
 together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, where `has_winograd()`)

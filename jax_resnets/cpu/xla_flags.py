@@ -41,10 +41,9 @@ def tune_malloc() -> bool:
   With mmap off, no trimming and one arena, a train step is ~13% faster (CIFAR b128 66 -> 76
   img/s). The price is memory: the heap fragments and keeps what it grew to (CIFAR b128 train: peak
   RSS 1.9 GiB stock, ~4.5 GiB tuned). BUILD_NOTES.md, attempts 30 and 32.
-  Linux + glibc only, not under a preloaded tcmalloc / jemalloc; JAX_RESNETS_MALLOC_TUNING=0 opts
-  out. Returns whether it is (now) tuned."""
+  Linux + glibc only, not under a preloaded tcmalloc / jemalloc; opt-in: JAX_RESNETS_MALLOC_TUNING=1. Returns whether it is (now) tuned."""
   global _tuned
-  if _tuned or os.environ.get("JAX_RESNETS_MALLOC_TUNING", "1") == "0" or allocator() != "glibc":
+  if _tuned or os.environ.get("JAX_RESNETS_MALLOC_TUNING", "0") != "1" or allocator() != "glibc":
     return _tuned
   try:
     libc = ctypes.CDLL("libc.so.6")

@@ -1,6 +1,6 @@
 """CPU-fast equivalents of ResNet pieces: same forward values, same parameters, cheaper gradients.
 
-Measured in BUILD_NOTES.md (Performance) (`python -m jax_resnets.bench ...`); tests/test_perf_equivalence.py
+Measured in BUILD_NOTES.md (Performance) (`python -m benchmarks.bench ...`); tests/test_perf_equivalence.py
 checks each against the reference op (values and gradients).
 
 * `max_pool_3x3_s2`: torchvision's MaxPool2d(3, 2, padding=1). The forward is `nn.max_pool`
@@ -10,7 +10,7 @@ checks each against the reference op (values and gradients).
   as XLA's select-and-scatter (`>=` select) and torch do.
 * `AutoConv`: `nn.Conv`'s parameters and call signature; per conv, `conv_plan` picks who
   computes it and its gradients, measured fastest at that shape (`python -m
-  jax_resnets.bench_convs`): one matmul per kernel tap over the outputs where that tap is
+  benchmarks.bench_convs`): one matmul per kernel tap over the outputs where that tap is
   inside the map (`kn2row_conv`) where the output map is at most `SMALL_MAP` a side (XLA:CPU
   turns those into a swapped-operand conv costing ~0.4 s per 3x3 conv at 2x2 maps); oneDNN
   (`onednn.py`, CPU, output maps of 5+ pixels a side, Winograd where it applies); else
@@ -33,7 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from jax_resnets.models import handmade_conv, onednn
+from jax_resnets.cpu import onednn
+from jax_resnets.models.padding import explicit_padding
 
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
 
@@ -107,7 +108,7 @@ def _is_nhwc(lhs_shape, rhs_shape, dimension_numbers) -> bool:
 def output_size(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation=None) -> list[int]:
   """[Ho, Wo] of a NHWC / HWIO conv."""
   dilation = tuple(rhs_dilation or (1, 1))
-  pads = handmade_conv.explicit_padding(padding, lhs_shape[1:3], rhs_shape[:2], tuple(window_strides), dilation)
+  pads = explicit_padding(padding, lhs_shape[1:3], rhs_shape[:2], tuple(window_strides), dilation)
   return [(n + lo + hi - (k - 1) * d - 1) // s + 1
           for n, (lo, hi), k, s, d in zip(lhs_shape[1:3], pads, rhs_shape[:2], window_strides, dilation)]
 
@@ -144,7 +145,7 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
   """
   n, h, w, _ = x.shape
   kh, kw, _, f = k.shape
-  (lo_h, _), (lo_w, _) = handmade_conv.explicit_padding(padding, (h, w), (kh, kw), tuple(strides), (1, 1))
+  (lo_h, _), (lo_w, _) = explicit_padding(padding, (h, w), (kh, kw), tuple(strides), (1, 1))
   ho, wo = output_size(x.shape, k.shape, strides, padding)
   dtype = jnp.result_type(x, k)
   out = jnp.zeros((n, ho, wo, f), jnp.promote_types(dtype, jnp.float32))  # bf16 taps summed in f32, as a conv
@@ -182,7 +183,7 @@ def models_in_parallel():
 def conv_plan(lhs_shape, rhs_shape, window_strides, padding, use_onednn: bool,
               winograd: bool = False, population: bool = False) -> str:
   """Who computes a NHWC / HWIO conv (stride only: no dilation, no groups) and both its gradients,
-  the fastest at that shape on XLA:CPU (per-op times: `python -m jax_resnets.bench_convs`):
+  the fastest at that shape on XLA:CPU (per-op times: `python -m benchmarks.bench_convs`):
   * "kn2row" (`kn2row_conv`: one matmul per kernel tap) where the output map is <= SMALL_MAP a
     side: XLA's conv there is a swapped-operand conv costing 0.15-0.4 s;
   * "winograd" (oneDNN's Winograd) where `winograd` (the loaded oneDNN has it) and
@@ -213,7 +214,7 @@ def auto_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   plan = "xla"
   if feature_group_count == 1 and all(d == 1 for d in dilation) and _is_nhwc(lhs.shape, rhs.shape,
                                                                              dimension_numbers):
-    pads = tuple(map(tuple, handmade_conv.explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides,
+    pads = tuple(map(tuple, explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides,
                                                            (1, 1))))
     use_onednn = onednn.applicable(lhs, rhs, pads)
     plan = conv_plan(lhs.shape, rhs.shape, strides, padding, use_onednn, use_onednn and onednn.has_winograd(),
@@ -284,8 +285,6 @@ class BatchNorm(nn.BatchNorm):
   one, the models in parallel (onednn.batch_norm: BUILD_NOTES.md, attempt 40). Elsewhere it is
   flax's: a single model's step was as fast or faster with XLA's fusions (running averages, BN
   synced over several devices and masks are flax's too)."""
-  fuses_relu = True  # resnet.norm_act hands it the ReLU
-
   @nn.compact
   def __call__(self, x, use_running_average=None, *, mask=None, relu=False):
     running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_resnets.compression import pruning
+from jax_resnets.studies.celeba_cie import pruning
 
 METHODS = ("float16", "bfloat16", "int8_hybrid", "int8_fixed")
 BN_EPSILON = 1e-5  # ResNet's BatchNorm epsilon (torchvision's).

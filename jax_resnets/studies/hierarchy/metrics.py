@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from jax_resnets.data import sources
-from jax_resnets.models import heads
+from jax_resnets.studies.hierarchy import heads
 
 GROUPINGS = ("coarse", "merged_coarse", "contiguous")
 ROUTINGS = ("soft", "hard")

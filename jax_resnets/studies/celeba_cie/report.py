@@ -12,7 +12,8 @@ import dataclasses
 import numpy as np
 
 from jax_resnets.data import celeba
-from jax_resnets.evaluation import cie, subgroups
+from jax_resnets.studies.celeba_cie import cie
+from jax_resnets.studies.celeba_cie import subgroups
 
 CIE_METHODS = ("modal", "taxicab")
 

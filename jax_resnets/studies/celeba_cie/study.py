@@ -24,9 +24,10 @@ import numpy as np
 from absl import logging
 
 from jax_resnets import config_lib, models
-from jax_resnets.compression import pruning, quantization
+from jax_resnets.studies.celeba_cie import pruning
+from jax_resnets.studies.celeba_cie import quantization
 from jax_resnets.data import celeba, pipeline, sources
-from jax_resnets.evaluation import report_cie
+from jax_resnets.studies.celeba_cie import report as report_cie
 from jax_resnets.training import loop, population, summary
 
 BASELINE = "baseline"
@@ -69,7 +70,7 @@ def build(config: ml_collections.ConfigDict):
   steps_per_epoch = max(n_train // config.batch_size, 1)
   total = config.num_train_steps or config.num_epochs * steps_per_epoch
   validate(config, total)
-  model = models.build_model(config.model, sources.spec(config.dataset).num_classes)
+  model = models.build_model(config.model, sources.spec(config.dataset).num_classes, backend=config.backend)
   tx = population.make_optimizer(config.optim, steps_per_epoch, total, tuple(config.model.get("trainable", ())))
   pop = population.Population(model, tx, loop.image_shape(config.dataset), config.pruning, config.label_smoothing,
                               pretrained=load_backbone(config.model.get("backbone_checkpoint")))

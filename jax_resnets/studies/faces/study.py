@@ -35,8 +35,9 @@ from jax.sharding import PartitionSpec as P
 
 from jax_resnets import config_lib, models
 from jax_resnets.data import pipeline, sources
-from jax_resnets.evaluation import verification
-from jax_resnets.training import checkpointing, face_losses, loop, parallel, preemption, summary
+from jax_resnets.studies.faces import verification
+from jax_resnets.training import checkpointing, loop, parallel, preemption, summary
+from jax_resnets.studies.faces import losses as face_losses
 from jax_resnets.training.state import create_train_state
 from jax_resnets.training.steps import AXIS, device_mean
 
@@ -134,7 +135,7 @@ def build(config, workdir: str) -> loop.Run:
   """Model, optimizer (+ centers), data, checkpoints (best by the stopping metric); resumes."""
   dp = compile_steps(loop.data_parallel(config), config)
   num_classes = sources.spec(config.dataset).num_classes
-  model = models.build_model(config.model, num_classes, bn_axis_name=AXIS)
+  model = models.build_model(config.model, num_classes, bn_axis_name=AXIS, backend=config.backend)
   steps_per_epoch, total_steps, schedule, tx = loop.optimizer_plan(config)
   # Jitted init: one compilation instead of eager op-by-op dispatch (2.2x faster, BUILD_NOTES_faces).
   state = jax.jit(lambda rng: create_train_state(rng, model, loop.image_shape(config.dataset), tx))(

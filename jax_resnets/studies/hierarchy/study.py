@@ -30,8 +30,9 @@ from jax.sharding import PartitionSpec as P
 
 from jax_resnets import config_lib, models
 from jax_resnets.data import sources
-from jax_resnets.evaluation import hierarchy as hier
-from jax_resnets.models import heads, phinet
+from jax_resnets.studies.hierarchy import metrics as hier
+from jax_resnets.studies.hierarchy import heads
+from jax_resnets.studies.hierarchy import phinet
 from jax_resnets.training import loop, optim, steps
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -94,7 +95,7 @@ def build_model(config: ml_collections.ConfigDict, h: hier.Hierarchy) -> heads.H
   stage, num_fine = config.hierarchy.stage, sources.spec(config.dataset).num_classes
   if h.num_fine != num_fine:
     raise config_lib.ConfigError(f"config error: hierarchy covers {h.num_fine} fine labels, dataset has {num_fine}")
-  backbone = models.build_model(config.model, 0, bn_axis_name=steps.AXIS)
+  backbone = models.build_model(config.model, 0, bn_axis_name=steps.AXIS, backend=config.backend)
   head_cfg = config.head if stage == "stage1" else ml_collections.ConfigDict({"name": "hierarchy"})
   frozen = stage != "stage1" and config.hierarchy.freeze_backbone
   return heads.HeadedClassifier(backbone, heads.build_head(head_cfg, num_fine, h.groups), frozen_backbone=frozen)

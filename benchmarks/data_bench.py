@@ -1,6 +1,6 @@
 """Input-pipeline throughput (img/s) over prepared ArrayRecord data, as training reads it.
 
-  python -m jax_resnets.data.bench --num_workers=2 --batch_size=128 --num_batches=60
+  python -m benchmarks.data_bench --num_workers=2 --batch_size=128 --num_batches=60
 
 Writes fake raw files in the real formats (`fakes`), prepares them with the real builders
 into --workdir, then times `pipeline.train_iterator` (decode + resize + augment +
@@ -15,7 +15,8 @@ import numpy as np
 from absl import app, flags
 
 from jax_resnets import config_lib
-from jax_resnets.data import fakes, pipeline, prepare
+from jax_resnets.data import pipeline, prepare
+from tests import fakes
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/jax_resnets_data_bench", "Where the fake data is written.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "grain worker processes.")

@@ -76,3 +76,11 @@ class ViTHybrid(nn.Module):
     features = nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(tokens[:, 0]).astype(jnp.float32)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(features).astype(jnp.float32)
     return logits, {"features": features}
+
+
+def from_config(model_cfg, num_classes: int, bn_axis_name: str | None = None, dtype=jnp.float32) -> ViTHybrid:
+  """`config.model` (name="vit_hybrid"; model.vit_dim/vit_depth/vit_heads/vit_stages) -> ViTHybrid."""
+  return ViTHybrid(num_classes=num_classes, depth=model_cfg.depth, width=model_cfg.width, stem=model_cfg.stem,
+                   dtype=dtype, num_stages=model_cfg.get("vit_stages", 3), dim=model_cfg.get("vit_dim", 64),
+                   encoder_depth=model_cfg.get("vit_depth", 2), heads=model_cfg.get("vit_heads", 4),
+                   bn_axis_name=bn_axis_name)

@@ -148,3 +148,11 @@ class PhiNet(nn.Module):
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features).astype(jnp.float32)
     return logits, {"features": features}
+
+
+def from_config(model_cfg, num_classes: int, bn_axis_name: str | None = None, dtype=jnp.float32) -> PhiNet:
+  """`config.model` (name="phinet"; `model.phinet`: any subset of PhiNet's fields) -> PhiNet."""
+  kwargs = dict(model_cfg.get("phinet") or {})
+  if "downsampling_layers" in kwargs:
+    kwargs["downsampling_layers"] = tuple(kwargs["downsampling_layers"])
+  return PhiNet(num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name, **kwargs)

@@ -1,1 +1,0 @@
-"""Model compression: gradual magnitude pruning and simulated post-training quantization."""
