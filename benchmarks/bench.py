@@ -115,7 +115,7 @@ def _compiled_setup(model):
 
 def reference_flops(cfg: ml_collections.ConfigDict, modes: list[str]) -> dict[str, float]:
   """FLOPs per step from XLA's cost analysis of the same steps with model.conv='xla': the oneDNN
-  convs (models/onednn.py) are custom calls, which the cost analysis does not count."""
+  convs (jax_resnets/cpu/onednn.py) are custom calls, which the cost analysis does not count."""
   model = registry.build_model(ml_collections.ConfigDict({**cfg.to_dict(), "conv": "xla"}), _CLASSES.value)
   dp, state, batch = _compiled_setup(model)
   return {m: compile_fn(getattr(dp, f"{m}_step"), state[0], batch)[2] for m in modes}

@@ -6,7 +6,7 @@ For every distinct conv of the network (shape, stride, how many the network has)
 forward, the input gradient and the kernel gradient as XLA compiles them on their own (jitted
 conv and its `jax.vjp`) and as PyTorch runs them (`torch.conv2d`,
 `aten.convolution_backward`), median of `--steps` calls, and prints the totals weighted by count.
-`--conv=auto` (default) times the convs the training step uses (models/fast_ops.AutoConv),
+`--conv=auto` (default) times the convs the training step uses (jax_resnets/cpu/fast_ops.AutoConv),
 `--conv=xla` plain XLA. It answers "which part of the train step is slower than torch's, and by how much" without a
 profiler (XLA:CPU's profiler does not attribute the conv thunks' time).
 """

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 # Before torch loads libgomp: idle OpenMP workers sleep instead of spinning. Interleaved with
 # JAX on 2 cores, spinning workers slowed the next JAX step by 10-25% while torch's own speed
-# was the same either way (BUILD_NOTES.md, issue 10, "benchmark method").
+# was the same either way (docs/performance.md, benchmark method).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position

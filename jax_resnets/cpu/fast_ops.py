@@ -1,6 +1,6 @@
 """CPU-fast equivalents of ResNet pieces: same forward values, same parameters, cheaper gradients.
 
-Measured in BUILD_NOTES.md (Performance) (`python -m benchmarks.bench ...`); tests/test_perf_equivalence.py
+Measured in docs/performance.md (`python -m benchmarks.bench ...`); tests/test_perf_equivalence.py
 checks each against the reference op (values and gradients).
 
 * `max_pool_3x3_s2`: torchvision's MaxPool2d(3, 2, padding=1). The forward is `nn.max_pool`
@@ -46,8 +46,8 @@ def _reference_pool(x: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   """NHWC max-pool 3x3, stride 2, padding 1 (-inf): the max of the nine strided window views
-  (one fusion; the same values as XLA:CPU's reduce-window, 2.4x faster: attempt 33), with a
-  scatter-free backward."""
+  (one fusion; the same values as XLA:CPU's reduce-window, 2.4x faster at the 64 px stem:
+  docs/performance.md), with a scatter-free backward."""
   out_hw = output_size(x.shape, (_POOL_WINDOW, _POOL_WINDOW), (_POOL_STRIDE,) * 2, ((_POOL_PAD,) * 2,) * 2)
   return functools.reduce(jnp.maximum, [view for _, view in _window_views(_pool_padded(x), out_hw)])
 
@@ -95,7 +95,8 @@ def _pool_bwd(residuals, dy):
 max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
 
 
-# Output maps at most this many pixels a side use kn2row_conv (measured: BUILD_NOTES.md).
+# Output maps at most this many pixels a side use kn2row_conv. At 4x4 oneDNN's Winograd is faster
+# (b128 512->512: 17-34 ms per part against kn2row's 27-45 ms: docs/performance.md).
 SMALL_MAP = 2
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -141,7 +142,8 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
   On small maps most of im2col's patches are padding (5 of 9 taps at ResNet-18's 2x2 layer4
   maps) and XLA:CPU's own conv is a swapped-operand conv costing ~0.4 s; here every multiply
   meets a real pixel, no patch or block matrix is built (XLA only copies each tap k[a, b] out of
-  k), and JAX's autodiff of the slices and pads gives both gradients (BUILD_NOTES.md, attempt 41).
+  k), and JAX's autodiff of the slices and pads gives both gradients. It took the 64 px ResNet-18
+  eval step from 67.5 to 60.6 ms (docs/performance.md).
   """
   n, h, w, _ = x.shape
   kh, kw, _, f = k.shape
@@ -150,8 +152,8 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
   dtype = jnp.result_type(x, k)
   out = jnp.zeros((n, ho, wo, f), jnp.promote_types(dtype, jnp.float32))  # bf16 taps summed in f32, as a conv
   # Copy the taps out of k when x is ready, not at the start of the program (they only need k):
-  # there they ran beside the stem's oneDNN conv and slowed it (attempts 24, 41). XLA:CPU drops
-  # optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
+  # there they ran beside the stem's oneDNN conv and slowed it (stem 6.95 -> 5.61 ms with this
+  # order). XLA:CPU drops optimization barriers, so the order is a data dependency: k + 0 * x[0, 0, 0, 0].
   k = k + jnp.zeros((), k.dtype) * lax.stop_gradient(x[0, 0, 0, 0])
   for a in range(kh):
     for b in range(kw):
@@ -163,8 +165,9 @@ def kn2row_conv(x: jax.Array, k: jax.Array, strides, padding, precision=None) ->
 
 
 # oneDNN (onednn.py) runs the convs whose output map is at least this many pixels a side;
-# below it XLA's or the matmul forms are faster (BUILD_NOTES.md, attempt 21). Under
-# `models_in_parallel` it runs them all: one core per model beats a loop of XLA convs (attempt 35).
+# below it XLA's or the matmul forms were faster in a per-shape scan (docs/performance.md). Under
+# `models_in_parallel` it runs them all: one core per model beats a loop of XLA convs (K=8 step
+# 350 -> 327 ms).
 ONEDNN_MIN_MAP = 5
 _MODELS_IN_PARALLEL = contextvars.ContextVar("models_in_parallel", default=False)
 
@@ -249,7 +252,7 @@ def looped_conv(strides, padding, dilation, dimension_numbers, groups, precision
   """`lax.conv_general_dilated` with a custom_vjp whose forward and both gradients are `_looped`:
   its vmap (a population of models: training/population.py) runs one conv per model instead of
   the grouped conv JAX's batching rule makes (XLA:CPU's grouped conv was 2.2x slower than the
-  loop: BUILD_NOTES.md)."""
+  loop: docs/performance.md)."""
   def xla(x, k):
     return lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilation,
                                     dimension_numbers=dimension_numbers, feature_group_count=groups,
@@ -282,9 +285,9 @@ class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (same variables, same values) that can apply a ReLU itself (`relu=True`). In a
   population's training step (traced in `models_in_parallel`), on float32 NHWC inputs on the CPU,
   oneDNN computes the statistics, the normalization and the ReLU in one op and the gradients in
-  one, the models in parallel (onednn.batch_norm: BUILD_NOTES.md, attempt 40). Elsewhere it is
-  flax's: a single model's step was as fast or faster with XLA's fusions (running averages, BN
-  synced over several devices and masks are flax's too)."""
+  one, the models in parallel (onednn.batch_norm; K=8 step 386 -> 311 ms: docs/performance.md).
+  Elsewhere it is flax's: a single model's step was as fast or faster with XLA's fusions (running
+  averages, BN synced over several devices and masks are flax's too)."""
   @nn.compact
   def __call__(self, x, use_running_average=None, *, mask=None, relu=False):
     running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)

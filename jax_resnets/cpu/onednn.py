@@ -1,5 +1,5 @@
-"""oneDNN convolutions and batch norms on XLA:CPU, called through `jax.ffi` (BUILD_NOTES.md,
-Performance, attempts 20 and 40).
+"""oneDNN convolutions and batch norms on XLA:CPU, called through `jax.ffi` (measured in
+docs/performance.md).
 
 XLA:CPU runs convolutions with Eigen; its kernel-gradient convs (plus the layout copies it makes
 for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, which PyTorch uses
@@ -7,10 +7,11 @@ for them) and strided input-gradient convs are 1.35-1.6x slower than oneDNN's, w
 this module calls oneDNN itself: `onednn.cc` holds three XLA FFI handlers (forward, input
 gradient, kernel gradient; NHWC / HWIO, float32) which `conv(strides, padding, algorithm)` ties
 together with `jax.custom_vjp`. `algorithm="winograd"` (3x3 stride-1 convs, where `has_winograd()`)
-takes about half the time of the direct conv, for all three (attempt 31). Under `jax.vmap` (a
-population: training/population.py) one call runs all models' convs, in parallel (attempt 35).
+takes about half the time of the direct conv, for all three. Under `jax.vmap` (a
+population: training/population.py) one call runs all models' convs, in parallel, one core each
+(no per-model slices and stacking: K=8 population step 1.16 -> ~0.7 x 8 single runs).
 `batch_norm(relu, epsilon)` is a training-mode batch norm (+ ReLU) in one oneDNN op forward and
-one backward, where XLA makes ~10 passes over the activations (attempt 40).
+one backward, where XLA makes ~10 passes over the activations.
 
 The library comes from the `onednn-cpu-gomp` / `onednn-devel-cpu-gomp` wheels 2023.1 = oneDNN 3.1
 (requirements.txt; Linux x86-64; 3.2 dropped the Winograd convs), or from `$ONEDNN_ROOT` (include/
@@ -142,7 +143,7 @@ def has_winograd() -> bool:
 
 
 def winograd_applies(lhs_shape, rhs_shape, strides, out_hw) -> bool:
-  """Where oneDNN's Winograd beats its direct conv (BUILD_NOTES.md, Performance, attempt 31): 3x3,
+  """Where oneDNN's Winograd beats its direct conv (per-shape timings: docs/performance.md): 3x3,
   stride 1, channels in blocks of 16 and at least WINOGRAD_MIN_CHANNELS, output maps of at least
   WINOGRAD_MIN_MAP px a side and WINOGRAD_MIN_PIXELS output pixels in the batch. Below those its
   transforms and layout copies cost more than the multiplies it saves."""

@@ -1,4 +1,4 @@
-"""Process settings that measurably help on CPU: XLA flags and glibc malloc's (BUILD_NOTES.md).
+"""Process settings that measurably help on CPU: XLA flags and glibc malloc's (docs/performance.md).
 
 Must run before JAX initialises its backend; entry points call `configure()` first.
 """
@@ -40,7 +40,7 @@ def tune_malloc() -> bool:
   back to the kernel (and trims its heaps), so each ResNet-18 CIFAR step took ~190k page faults.
   With mmap off, no trimming and one arena, a train step is ~13% faster (CIFAR b128 66 -> 76
   img/s). The price is memory: the heap fragments and keeps what it grew to (CIFAR b128 train: peak
-  RSS 1.9 GiB stock, ~4.5 GiB tuned). BUILD_NOTES.md, attempts 30 and 32.
+  RSS 1.9 GiB stock, ~4.5 GiB tuned). Measured in docs/performance.md (malloc).
   Linux + glibc only, not under a preloaded tcmalloc / jemalloc; opt-in: JAX_RESNETS_MALLOC_TUNING=1. Returns whether it is (now) tuned."""
   global _tuned
   if _tuned or os.environ.get("JAX_RESNETS_MALLOC_TUNING", "0") != "1" or allocator() != "glibc":
