@@ -2,6 +2,7 @@
 import csv
 import os
 import pickle
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -117,3 +118,21 @@ def write_faces(root: str, seed: int = 3) -> dict:
     write_jpeg(path, smooth_image(rng, 40, 36))
     out["unknown_test"].append((path, ""))
   return out
+
+
+def pack(root: str, folder: str, archive: str, keep: bool = False) -> str:
+  """Packs root/folder into root/archive (.tar.gz or .zip) with `folder/` as the top entry, as
+  the real downloads are laid out (cifar-10-python.tar.gz holds cifar-10-batches-py/...,
+  img_align_celeba.zip holds img_align_celeba/...); removes the folder unless `keep`."""
+  base = os.path.join(root, archive.removesuffix(".tar.gz").removesuffix(".zip"))
+  fmt = "gztar" if archive.endswith(".tar.gz") else "zip"
+  path = shutil.make_archive(base, fmt, root_dir=root, base_dir=folder)
+  if not keep:
+    shutil.rmtree(os.path.join(root, folder))
+  return path
+
+
+def truncate(path: str, keep: float = 0.5) -> None:
+  """Cuts a file to `keep` of its size, as an interrupted download leaves it."""
+  with open(path, "r+b") as f:
+    f.truncate(int(os.path.getsize(path) * keep))

@@ -1,7 +1,8 @@
 """CelebA (aligned and cropped) from the hand-downloaded files (never downloads).
 
 manual_dir must hold, from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html:
-  img_align_celeba/*.jpg, list_attr_celeba.txt, list_eval_partition.txt
+  img_align_celeba.zip (JPEGs read straight from the zip) or its unpacked img_align_celeba/,
+  list_attr_celeba.txt, list_eval_partition.txt
 and optionally identity_CelebA.txt. Schema: jax_resnets/data/celeba.py (the pipeline adds
 `label` from `dataset.label_attribute` at read time). The JPEG bytes are stored unchanged.
 """
@@ -14,11 +15,9 @@ from jax_resnets.data import builders, celeba
 from jax_resnets.data.sources import DataError
 
 _URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
-FILES = {
-    "img_align_celeba": "the aligned JPEGs folder from img_align_celeba.zip",
-    "list_attr_celeba.txt": "Anno/list_attr_celeba.txt",
-    "list_eval_partition.txt": "Eval/list_eval_partition.txt",
-}
+IMAGES = builders.Download("img_align_celeba", "img_align_celeba.zip", f"Img/img_align_celeba.zip from {_URL}")
+FILES = [IMAGES, builders.Download("list_attr_celeba.txt", about="Anno/list_attr_celeba.txt"),
+         builders.Download("list_eval_partition.txt", about="Eval/list_eval_partition.txt")]
 
 
 def read_attributes(path: str) -> dict:
@@ -47,11 +46,11 @@ class CelebA(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registrat
   """Images, the 40 attributes, identity (-1 if identity_CelebA.txt is absent), official splits."""
   name = "celeb_a"
   VERSION = tfds.core.Version(builders.VERSION)
-  MANUAL_DOWNLOAD_INSTRUCTIONS = f"Download from {_URL}: " + "; ".join(f"{k} ({v})" for k, v in FILES.items())
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"Download from {_URL}: " + "; ".join(f"{d.label()} ({d.about})" for d in FILES)
   on_corrupt = "skip"
 
   @classmethod
-  def required_files(cls) -> dict:
+  def downloads(cls) -> list:
     return FILES
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -65,24 +64,27 @@ class CelebA(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registrat
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    builders.check_files(root, FILES)
+    images = builders.open_tree(builders.check_files(root, FILES)[IMAGES.unpacked], at=IMAGES.unpacked + "/")
     attributes = read_attributes(os.path.join(root, "list_attr_celeba.txt"))
     id_path = os.path.join(root, "identity_CelebA.txt")
     identities = dict(read_pairs(id_path)) if os.path.exists(id_path) else {}
     partition = read_pairs(os.path.join(root, "list_eval_partition.txt"))
     checker = builders.CorruptImages(self.on_corrupt)
     files = {split: [f for f, p in partition if p == code] for split, code in celeba.PARTITIONS.items()}
-    return {split: self._generate_examples(root, names, attributes, identities, checker)
+    return {split: self._generate_examples(split, images, names, attributes, identities, checker)
             for split, names in files.items() if names}  # (A subset may lack a partition.)
 
-  def _generate_examples(self, root, files, attributes, identities, checker):
-    index = 0
+  def _generate_examples(self, split, images, files, attributes, identities, checker):
+    index, skipped = 0, []
     for name in files:
-      path = os.path.join(root, "img_align_celeba", name)
       if name not in attributes:
         raise DataError(f"{name} is in list_eval_partition.txt but not in list_attr_celeba.txt")
-      if not checker.ok(path):
+      data = checker.load(images / name)
+      if data is None:
+        skipped.append(str(images / name))
         continue
-      yield index, {"image": path, "attributes": attributes[name], "identity": identities.get(name, -1),
+      yield index, {"image": data, "attributes": attributes[name], "identity": identities.get(name, -1),
                     "file_name": name, "id": index}
       index += 1
+    if not index and skipped:
+      raise builders.all_unreadable(split, skipped)

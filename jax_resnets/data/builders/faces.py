@@ -1,6 +1,7 @@
 """VGGFace2 subset in the Kaggle 11-785 HW2P2 layout (never downloads).
 
-manual_dir (the extracted Kaggle data) holds:
+manual_dir holds the Kaggle data, as downloaded (any *.zip holding this tree, at its top or
+in one folder; read straight from the zip) or unpacked:
   classification/{train,dev,test}/<identity>/*.jpg
   verification/known/<identity>/*.jpg
   verification/unknown_dev/*.jpg + verification_dev.csv (image,identity; n000000 = no match)
@@ -11,6 +12,7 @@ sorted train identities; known/unknown_dev: index among the sorted known identit
 no match; unknown_test: -1), identity (folder/CSV name), file_name (as in the Kaggle CSVs), id.
 """
 import csv
+import io
 import os
 
 import numpy as np
@@ -22,29 +24,43 @@ from jax_resnets.data.sources import DataError
 NO_MATCH = "n000000"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CLASS_SPLITS = {"train": "classification/train", "dev": "classification/dev", "test": "classification/test"}
+TREE = builders.Download(CLASS_SPLITS["train"], "*.zip",
+                         "the Kaggle 11-785 HW2P2 data as one .zip of any name (its tree at the top or in one "
+                         "folder): classification/{train,dev,test}/<identity>/*.jpg, verification/known/<identity>/"
+                         "*.jpg, verification/{unknown_dev,unknown_test}/*.jpg, verification_dev.csv",
+                         marker=CLASS_SPLITS["train"] + "/")
 
 
 def is_image(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_class_tree(split_dir: str) -> list[tuple[str, str]]:
-  """[(relative file path, identity)] of split_dir/<identity>/<image>, sorted; empty class -> DataError."""
-  out = []
-  for identity in sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))):
-    files = sorted(f for f in os.listdir(os.path.join(split_dir, identity)) if is_image(f))
+def list_images(folder) -> list:
+  """Image files right in a tree folder (pathlib.Path / zipfile.Path), sorted by name."""
+  return [folder / f for f in builders.walk(folder)[""] if is_image(f)]
+
+
+def sub_folders(tree: dict) -> list[str]:
+  """Sorted names of the first-level folders of a `builders.walk` tree."""
+  return sorted(d for d in tree if d and "/" not in d)
+
+
+def list_class_tree(split_dir) -> list[tuple]:
+  """[(file, identity)] of split_dir/<identity>/<image>, sorted; empty class -> DataError."""
+  tree, out = builders.walk(split_dir), []
+  for identity in sub_folders(tree):
+    files = [split_dir / identity / f for f in tree[identity] if is_image(f)]
     if not files:
-      raise DataError(f"empty class folder (no images): {os.path.join(split_dir, identity)}")
-    out += [(os.path.join(identity, f), identity) for f in files]
+      raise DataError(f"empty class folder (no images): {split_dir / identity}")
+    out += [(f, identity) for f in files]
   if not out:
     raise DataError(f"no <class>/<image> files under {split_dir}")
   return out
 
 
-def read_verification_csv(path: str) -> dict:
-  """verification_dev.csv -> {image file name: identity}; a header row is skipped."""
-  with open(path, newline="") as f:
-    rows = [r for r in csv.reader(f) if len(r) >= 2]
+def read_verification_csv(text: str) -> dict:
+  """verification_dev.csv contents -> {image file name: identity}; a header row is skipped."""
+  rows = [r for r in csv.reader(io.StringIO(text)) if len(r) >= 2]
   if rows and not is_image(rows[0][0]):
     rows = rows[1:]
   return {os.path.basename(r[0].strip()): r[1].strip() for r in rows}
@@ -54,12 +70,12 @@ class Faces(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registrati
   """Face identification / verification splits: train, dev, test, known, unknown_dev, unknown_test."""
   name = "faces"
   VERSION = tfds.core.Version(builders.VERSION)
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract the Kaggle 11-785 HW2P2 data (classification/, verification/) into manual_dir."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the Kaggle 11-785 HW2P2 .zip (classification/, verification/) in manual_dir."
   on_corrupt = "skip"
 
   @classmethod
-  def required_files(cls) -> dict:
-    return {CLASS_SPLITS["train"]: "the HW2P2 classification/train/<identity>/*.jpg tree"}
+  def downloads(cls) -> list:
+    return [TREE]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -70,46 +86,50 @@ class Faces(builders.LocalCode, tfds.core.GeneratorBasedBuilder, skip_registrati
             "file_name": tfds.features.Text(), "id": tfds.features.Scalar(np.int32)}))
 
   def _split_generators(self, dl_manager):
-    root = os.fspath(dl_manager.manual_dir)
-    builders.check_files(root, self.required_files())
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    found = builders.check_files(manual_dir, [TREE])[TREE.unpacked]
+    root = builders.open_tree(manual_dir if os.path.isdir(found) else found, marker=TREE.marker)
     checker, out = builders.CorruptImages(self.on_corrupt), {}
-    train = list_class_tree(os.path.join(root, CLASS_SPLITS["train"]))
+    train = list_class_tree(root / CLASS_SPLITS["train"])
     classes = sorted({identity for _, identity in train})
     self.info.metadata.update(num_classes=len(classes))
     for split, rel in CLASS_SPLITS.items():
-      if os.path.isdir(os.path.join(root, rel)):
-        out[split] = self._labelled(os.path.join(root, rel), list_class_tree(os.path.join(root, rel)), classes, checker)
-    known_dir = os.path.join(root, "verification", "known")
-    known = sorted(d for d in os.listdir(known_dir)) if os.path.isdir(known_dir) else []
+      if (root / rel).is_dir():
+        out[split] = self._labelled(split, root / rel, list_class_tree(root / rel), classes, checker)
+    known_dir = root / "verification" / "known"
+    known = sub_folders(builders.walk(known_dir)) if known_dir.is_dir() else []
     if known:
-      out["known"] = self._labelled(known_dir, list_class_tree(known_dir), known, checker)
+      out["known"] = self._labelled("known", known_dir, list_class_tree(known_dir), known, checker)
     for split in ("unknown_dev", "unknown_test"):
-      split_dir = os.path.join(root, "verification", split)
-      if os.path.isdir(split_dir):
+      split_dir = root / "verification" / split
+      if split_dir.is_dir():
         truth = self._dev_truth(root) if split == "unknown_dev" else {}
-        files = sorted(f for f in os.listdir(split_dir) if is_image(f))
-        items = [(f, truth.get(f, NO_MATCH if truth else "")) for f in files]
-        out[split] = self._labelled(split_dir, items, known, checker)
+        items = [(f, truth.get(f.name, NO_MATCH if truth else "")) for f in list_images(split_dir)]
+        out[split] = self._labelled(split, split_dir, items, known, checker)
     return out
 
-  def _dev_truth(self, root: str) -> dict:
-    for path in (os.path.join(root, "verification", "verification_dev.csv"), os.path.join(root, "verification_dev.csv")):
-      if os.path.exists(path):
-        return read_verification_csv(path)
-    raise DataError(f"verification/unknown_dev exists but verification_dev.csv is missing in {root}/verification")
+  def _dev_truth(self, root) -> dict:
+    for path in (root / "verification" / "verification_dev.csv", root / "verification_dev.csv"):
+      if path.exists():
+        return read_verification_csv(builders.read_bytes(path).decode("utf-8-sig"))
+    raise DataError(f"verification/unknown_dev exists but verification_dev.csv is missing in {root / 'verification'}")
 
-  def _labelled(self, split_dir, items, classes, checker):
+  def _labelled(self, split, split_dir, items, classes, checker):
     index = {c: i for i, c in enumerate(classes)}
     missing = sorted({c for _, c in items if c and c != NO_MATCH and c not in index})
     if missing:
       raise DataError(f"{split_dir}: identities not among the reference classes: {', '.join(missing[:5])}")
-    return self._generate_examples(split_dir, items, index, checker)
+    return self._generate_examples(split, items, index, checker)
 
-  def _generate_examples(self, split_dir, items, index, checker):
-    i = 0
-    for rel, identity in items:
-      path = os.path.join(split_dir, rel)
-      if checker.ok(path):
-        yield i, {"image": path, "label": index.get(identity, -1), "identity": identity,
-                  "file_name": os.path.basename(rel), "id": i}
-        i += 1
+  def _generate_examples(self, split, items, index, checker):
+    i, skipped = 0, []
+    for path, identity in items:
+      data = checker.load(path)
+      if data is None:
+        skipped.append(str(path))
+        continue
+      yield i, {"image": data, "label": index.get(identity, -1), "identity": identity,
+                "file_name": path.name, "id": i}
+      i += 1
+    if not i and skipped:
+      raise builders.all_unreadable(split, skipped)
