@@ -4,7 +4,9 @@
   id, label, <the 40 CelebA attributes in ATTRIBUTES order>, then one column per model
   `pred/<level>/<seed>` holding that model's predicted label (0/1).
 `analyse(table)` recomputes all metrics, CIE sets and over-indexing from it, so the
-report can be re-derived with numpy alone (tests/test_celeba_cie_study.py does so).
+report can be re-derived with numpy alone (tests/test_celeba_cie_study.py does so), plus
+bootstrap intervals (stats.py) so the report can say which subgroup changes are evidence
+and which are noise: report.md opens with those findings (tests/test_cie_report.py).
 """
 import csv
 import dataclasses
@@ -13,6 +15,7 @@ import numpy as np
 
 from jax_resnets.data import celeba
 from jax_resnets.studies.celeba_cie import cie
+from jax_resnets.studies.celeba_cie import stats
 from jax_resnets.studies.celeba_cie import subgroups
 
 CIE_METHODS = ("modal", "taxicab")
@@ -61,14 +64,15 @@ def cie_sets(table: PredictionTable, level: str, baseline: str, top_fraction: fl
   return {"modal": cie.modal_cie(base, comp), "taxicab": cie.taxicab_cie(base, comp, top_fraction)}
 
 
-def cie_summary(table: PredictionTable, selected: np.ndarray, level: str, baseline: str) -> dict:
+def cie_summary(table: PredictionTable, selected: np.ndarray, level: str, baseline: str,
+                masks: dict | None = None) -> dict:
   """Count, fraction, over-indexing, and both populations' metrics on CIE / non-CIE."""
   labels = table.labels
   on = lambda lvl, where: subgroups.population_metrics(labels, table.population(lvl), where) if where.any() else None
   return {
       "count": int(selected.sum()), "fraction": float(selected.mean()),
       "ids": [int(i) for i in table.ids[selected]],
-      "over_index": subgroups.over_indexing(selected, table.attributes),
+      "over_index": subgroups.over_indexing(selected, table.attributes, masks),
       "blond_share_of_cie": float(labels[selected].mean()) if selected.any() else float("nan"),
       "metrics": {"compressed_on_cie": on(level, selected), "baseline_on_cie": on(baseline, selected),
                   "compressed_on_non_cie": on(level, ~selected), "baseline_on_non_cie": on(baseline, ~selected)},
@@ -79,22 +83,74 @@ def _delta(now: dict, base: dict) -> dict:
   return {m: now[m] - base[m] for m in subgroups.METRICS}
 
 
-def analyse(table: PredictionTable, baseline: str = "baseline", top_fraction: float = 0.1) -> dict:
-  """{level: {'all', 'subgroups', 'change_vs_baseline', 'cie'}} for every level of the table."""
+def _level_entry(table: PredictionTable, level: str, base_all: dict, base_sub: dict) -> dict:
+  preds = table.population(level)
+  overall = subgroups.population_metrics(table.labels, preds)
+  sub = subgroups.subgroup_metrics(table.labels, preds, table.attributes)
+  return {"num_models": int(preds.shape[0]), "all": overall, "subgroups": sub,
+          "change_vs_baseline": {"all": _delta(overall, base_all),
+                                 "subgroups": {g: _delta(sub[g], base_sub[g]) for g in sub}}}
+
+
+def _add_rate_intervals(table: PredictionTable, out: dict, baseline: str, boot: dict) -> None:
+  """Adds n, positives, negatives and each rate's interval / delta interval to every subgroup row.
+
+  Population rate = mean of the K models' rates (not the modal prediction's rate).
+  """
+  errors = np.stack([subgroups.error_fraction(table.labels, table.population(l)) for l in out])
+  base = subgroups.error_fraction(table.labels, table.population(baseline))
+  per_level = subgroups.rate_intervals(table.labels, errors, base, table.attributes, boot["positive_name"],
+                                       boot["resamples"], boot["seed"])
+  for (level, entry), evidence in zip(out.items(), per_level):
+    entry["bootstrap"] = boot
+    for g, e in evidence.items():
+      counts = {"n": e["n"], "positives": e["positives"], "negatives": e["negatives"]}
+      entry["subgroups"][g].update(counts)
+      entry["subgroups"][g].update({f"{r}_{k}": e[r][k] for r in subgroups.RATES for k in ("ci", "note")})
+      entry["change_vs_baseline"]["subgroups"][g].update(counts)
+      entry["change_vs_baseline"]["subgroups"][g].update(
+          {f"{r}_{k}": e[r][d] for r in subgroups.RATES
+           for k, d in (("ci", "delta_ci"), ("note", "note"), ("significant", "delta_significant"))})
+
+
+def _add_cie(table: PredictionTable, out: dict, baseline: str, top_fraction: float, boot: dict) -> None:
+  """CIE summaries, with over-representation intervals for subgroups and label x Male x Young cells."""
+  masks = {**subgroups.subgroup_masks(table.attributes),
+           **subgroups.cell_masks(table.attributes, table.labels, boot["positive_name"])}
+  keys, sets = [], []
+  for level, entry in out.items():
+    if level == baseline:
+      continue
+    found = cie_sets(table, level, baseline, top_fraction)
+    entry["cie"] = {m: cie_summary(table, found[m], level, baseline, masks) for m in CIE_METHODS}
+    keys += [(level, m) for m in CIE_METHODS]
+    sets += [found[m] for m in CIE_METHODS]
+  if not sets:
+    return
+  evidence = subgroups.over_index_intervals(np.stack(sets), masks, boot["resamples"], boot["seed"])
+  for (level, method), groups in zip(keys, evidence):
+    for g, e in groups.items():
+      row = out[level]["cie"][method]["over_index"][g]
+      row.update({"n": e["n"], "cie_in_group": e["cie_in_group"], "expected": e["expected"],
+                  "over_index_ci": e["ci"], "note": e["note"], "significant": e["significant"]})
+
+
+def analyse(table: PredictionTable, baseline: str = "baseline", top_fraction: float = 0.1,
+            positive_name: str = "Blond", num_resamples: int = stats.NUM_RESAMPLES,
+            seed: int = stats.SEED) -> dict:
+  """{level: {'all', 'subgroups', 'change_vs_baseline', 'cie', 'bootstrap'}} for every level.
+
+  Subgroup rows carry n / positives / negatives, `<rate>_ci` ([lo, hi]) and `<rate>_note`
+  (why a rate is withheld); their change rows add the paired delta's `<rate>_ci` and
+  `<rate>_significant`. `positive_name` names label 1 in the label x Male x Young cells.
+  """
   base_all = subgroups.population_metrics(table.labels, table.population(baseline))
   base_sub = subgroups.subgroup_metrics(table.labels, table.population(baseline), table.attributes)
-  out = {}
-  for level in table.preds:
-    preds = table.population(level)
-    overall = subgroups.population_metrics(table.labels, preds)
-    sub = subgroups.subgroup_metrics(table.labels, preds, table.attributes)
-    entry = {"num_models": int(preds.shape[0]), "all": overall, "subgroups": sub,
-             "change_vs_baseline": {"all": _delta(overall, base_all),
-                                    "subgroups": {g: _delta(sub[g], base_sub[g]) for g in sub}}}
-    if level != baseline:
-      sets = cie_sets(table, level, baseline, top_fraction)
-      entry["cie"] = {m: cie_summary(table, sets[m], level, baseline) for m in CIE_METHODS}
-    out[level] = entry
+  out = {level: _level_entry(table, level, base_all, base_sub) for level in table.preds}
+  boot = {"resamples": num_resamples, "seed": seed, "confidence": stats.CONFIDENCE, "min_count": stats.MIN_COUNT,
+          "population_rate": "mean of the K models' rates", "positive_name": positive_name}
+  _add_rate_intervals(table, out, baseline, boot)
+  _add_cie(table, out, baseline, top_fraction, boot)
   return out
 
 
@@ -137,6 +193,44 @@ def subgroup_table(results: dict, metric: str, change: bool = False) -> list:
   return _table(["level", *groups], rows)
 
 
+RATE_NAMES = {"error": "error", "fpr": "FPR", "fnr": "FNR"}
+
+
+def fmt_ci(ci, pct: bool = True, signed: bool = False) -> str:
+  return f"[{fmt(ci[0], pct, signed)}, {fmt(ci[1], pct, signed)}]"
+
+
+def rate_cell(row: dict, rate: str) -> str:
+  """'12.34 [10.10, 14.50]', or why the rate is withheld (too few / undefined)."""
+  if row.get(f"{rate}_note"):
+    return row[f"{rate}_note"]
+  return f"{fmt(row[rate], True)} {fmt_ci(row[f'{rate}_ci'])}"
+
+
+def delta_cell(row: dict, rate: str) -> str:
+  """'+3.20 [+1.10, +5.30]'; 'n.s.' appended when the paired interval contains 0."""
+  if row.get(f"{rate}_note"):
+    return "-"
+  text = f"{fmt(row[rate], True, True)} {fmt_ci(row[f'{rate}_ci'], True, True)}"
+  return text if row[f"{rate}_significant"] else text + " n.s."
+
+
+def audit_table(results: dict, level: str, baseline: str) -> list:
+  """Rows = subgroups: n, positives, each rate with its interval and its paired delta vs baseline."""
+  a = results["analysis"][level]
+  header = ["subgroup", "n", "positives"]
+  for r in subgroups.RATES:
+    header += [f"{RATE_NAMES[r]} % [95% CI]", f"Δ {RATE_NAMES[r]} pp [95% CI]"]
+  rows = []
+  for g, row in a["subgroups"].items():
+    change = a["change_vs_baseline"]["subgroups"][g]
+    cells = [g, str(row["n"]), str(row["positives"])]
+    for r in subgroups.RATES:
+      cells += [rate_cell(row, r), "(reference)" if level == baseline else delta_cell(change, r)]
+    rows.append(cells)
+  return _table(header, rows)
+
+
 def cie_table(results: dict, method: str) -> list:
   header = ["level", "CIE", "baseline acc. on CIE %", "compressed acc. on CIE %",
             "baseline acc. on non-CIE %", "compressed acc. on non-CIE %", "Blond share of CIE %"]
@@ -151,11 +245,24 @@ def cie_table(results: dict, method: str) -> list:
   return _table(header, rows)
 
 
+def over_index_cell(row: dict) -> str:
+  """'1.52 [1.10, 2.01]'; 'n.s.' appended when the interval contains 1; or why it is withheld."""
+  if row.get("note"):
+    return row["note"]
+  text = f"{fmt(row['over_index'])} {fmt_ci(row['over_index_ci'], False)}"
+  return text if row["significant"] else text + " n.s."
+
+
 def over_index_table(results: dict, method: str) -> list:
-  groups = list(next(iter(results["analysis"].values()))["subgroups"])
-  rows = [[level, *[fmt(a["cie"][method]["over_index"][g]["over_index"]) for g in groups]]
-          for level, a in results["analysis"].items() if "cie" in a]
-  return _table(["level", *groups], rows)
+  """Rows = subgroups and label x Male x Young cells; columns = levels."""
+  levels = [l for l, a in results["analysis"].items() if "cie" in a]
+  if not levels:
+    return ["(no compressed level)"]
+  first = results["analysis"][levels[0]]["cie"][method]["over_index"]
+  rows = [[g, str(first[g].get("n", "-")),
+           *[over_index_cell(results["analysis"][l]["cie"][method]["over_index"][g]) for l in levels]]
+          for g in first]
+  return _table(["group", "n", *levels], rows)
 
 
 def sparsity_table(results: dict) -> list:
@@ -166,39 +273,114 @@ def sparsity_table(results: dict) -> list:
   return _table(["tensor (mean over models, %)", *levels], rows)
 
 
-def write_report(results: dict, path: str) -> None:
+def _baseline(results: dict) -> str:
+  """The reference level: the one without CIE (analyse computes CIE for every other level)."""
+  return next(l for l, a in results["analysis"].items() if "cie" not in a)
+
+
+def hurt(a: dict) -> list:
+  """'Male (n=.., positives=..): FNR +12.30 pp [+4.10, +20.20]' per subgroup with a significant rise."""
+  out = []
+  for g, row in a["change_vs_baseline"]["subgroups"].items():
+    rises = [f"{RATE_NAMES[r]} {fmt(row[r], True, True)} pp {fmt_ci(row[f'{r}_ci'], True, True)}"
+             for r in subgroups.RATES if row.get(f"{r}_significant") and row[f"{r}_ci"][0] > 0]
+    if rises:
+      out.append(f"{g} (n={row['n']}, positives={row['positives']}): {', '.join(rises)}")
+  return out
+
+
+def over_represented(a: dict, method: str = "modal") -> list:
+  """'Blond, Male, Young ×3.10 [2.00, 4.50] (n=.., .. CIE)' per group whose interval lies above 1."""
+  return [f"{g} ×{fmt(row['over_index'])} {fmt_ci(row['over_index_ci'], False)} (n={row['n']}, "
+          f"{row['cie_in_group']} CIE)" for g, row in a["cie"][method]["over_index"].items()
+          if row.get("significant") and row["over_index_ci"][0] > 1]
+
+
+def _listed(title: str, items: list) -> list:
+  return [f"  - {title}: none"] if not items else [f"  - {title}:", *[f"    - {i}" for i in items]]
+
+
+def findings(results: dict) -> list:
+  """Per compressed level: subgroups significantly hurt and groups with significantly more CIE, or 'none'."""
+  boot = next(iter(results["analysis"].values())).get("bootstrap", {})
+  conf = boot.get("confidence", stats.CONFIDENCE)
+  lines, tested, found = [], 0, 0
+  for level, a in results["analysis"].items():
+    if "cie" not in a:
+      continue
+    changes = a["change_vs_baseline"]["subgroups"].values()
+    tested += sum(not row.get(f"{r}_note") for row in changes for r in subgroups.RATES)
+    found += sum(bool(row.get(f"{r}_significant")) and row[f"{r}_ci"][0] > 0 for row in changes
+                 for r in subgroups.RATES)
+    lines += [f"- **{level}**", *_listed("significantly hurt", hurt(a)),
+              *_listed("modal CIE significantly over-represented in", over_represented(a))]
+  return ["## Findings", "",
+          f"Per compressed level: subgroups whose error, FPR or FNR rose against `{_baseline(results)}` with the "
+          f"paired {conf:.0%} interval of the rise above 0 (change, interval, subgroup size), and groups whose "
+          "modal-CIE over-representation interval lies above 1. Anything else is within the noise and not named.",
+          "", *lines, "",
+          f"{found} of {tested} tested subgroup rate changes are significant rises; if compression changed nothing, "
+          f"about {tested * (1 - conf) / 2:.1f} would be by chance ({conf:.0%} intervals, no multiplicity "
+          f"correction). Rates over fewer than {boot.get('min_count', stats.MIN_COUNT)} positives / negatives "
+          "are not tested."]
+
+
+def method_lines(results: dict) -> list:
   cfg, t = results["config"], results["top_fraction"]
-  lines = [
-      f"# Compression bias on CelebA `{cfg['dataset']['label_attribute']}`"
-      + (" (synthetic twin)" if cfg["dataset"]["synthetic"] else ""),
-      "", f"Model: {results['model']} ({results['num_params']:,} parameters, {results['trainable_params']:,} trainable). "
+  boot = next(iter(results["analysis"].values())).get("bootstrap", {})
+  return [
+      f"Model: {results['model']} ({results['num_params']:,} parameters, {results['trainable_params']:,} trainable). "
       f"{results['num_test']} test examples; populations of {cfg['cie']['num_seeds']} seeds; "
       f"{results['total_steps']} steps of batch {cfg['batch_size']}; pruning {cfg['pruning']['scope']} "
       f"(begin {cfg['pruning']['begin_step']}, end {cfg['pruning']['end_step']}, every {cfg['pruning']['frequency']}).",
-      "", "Every number below is recomputed from `predictions.csv` (see `jax_resnets/evaluation/report_cie.py`). "
+      "", "Every number below is recomputed from `predictions.csv` (see `jax_resnets/studies/celeba_cie/report.py`). "
       "Metric values are means over the population (± std across models); `n/a` = undefined (empty denominator). "
       "Modal CIE ties go to label 0; taxicab CIE = top "
       f"{t:.0%} of the test set by L1 distance (distance 0 excluded).",
-      "", "## Levels", "", *summary_table(results),
+      "", f"Intervals: {boot.get('confidence', stats.CONFIDENCE):.0%} percentile bootstrap over the test examples "
+      f"({boot.get('resamples', stats.NUM_RESAMPLES)} resamples, seed {boot.get('seed', stats.SEED)}). A population's "
+      "rate is the mean of its K models' rates (not the modal prediction's). A change against the baseline "
+      "resamples the same examples for both populations (paired); `n.s.` = its interval contains 0 "
+      "(over-representation: contains 1). A rate over fewer than "
+      f"{boot.get('min_count', stats.MIN_COUNT)} positives (FNR), negatives (FPR) or examples is withheld and "
+      "says so. CIE membership is held fixed while resampling. The intervals cover test-set sampling for these "
+      "trained models, not the spread from training new populations.",
   ]
+
+
+def write_report(results: dict, path: str) -> None:
+  cfg, base = results["config"], _baseline(results)
+  lines = [f"# Compression bias on CelebA `{cfg['dataset']['label_attribute']}`"
+           + (" (synthetic twin)" if cfg["dataset"]["synthetic"] else ""), "", *findings(results), "",
+           "## Setup", "", *method_lines(results), "", "## Levels", "", *summary_table(results), "",
+           "## Subgroup audit", "", "Rates in %, changes against the baseline in percentage points, each with its "
+           "95% interval (see Setup)."]
+  for level in results["analysis"]:
+    lines += ["", f"### {level}", "", *audit_table(results, level, base)]
   for metric, title in (("fnr", "False-negative rate"), ("fpr", "False-positive rate"), ("error", "Error rate")):
-    lines += ["", f"## {title} per subgroup (%)", "", *subgroup_table(results, metric),
-              "", "Change against baseline (percentage points):", "", *subgroup_table(results, metric, True)]
+    lines += ["", f"## {title} per subgroup (%): point estimates", "",
+              "Means over the population without intervals or minimum counts (the numbers the plot draws); "
+              "read them with the subgroup audit above.", "", *subgroup_table(results, metric)]
   for method in ("modal", "taxicab"):
     lines += ["", f"## {method.capitalize()} CIE: accuracy on CIE and non-CIE", "", *cie_table(results, method),
-              "", f"Over-indexing of {method} CIE (subgroup share of CIE / share of test set; > 1 = over-represented):",
+              "", f"Over-representation of {method} CIE (share of CIE in the group / the group's share of the test "
+              "set; > 1 = over-represented; 95% interval; n = group size in the test set):",
               "", *over_index_table(results, method)]
-  lines += ["", "## Achieved sparsity", "", *sparsity_table(results), "", "## Plots", "",
-            "![subgroup FNR/FPR vs sparsity](subgroup_rates.png)", "", "![CIE fraction per level](cie_fraction.png)",
-            "", f"![modal CIE images at {results['grid_level']}](cie_grid.png)", ""]
+  lines += _tail_lines(results)
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+
+
+def _tail_lines(results: dict) -> list:
+  lines = ["", "## Achieved sparsity", "", *sparsity_table(results), "", "## Plots", "",
+           "![subgroup FNR/FPR vs sparsity](subgroup_rates.png)", "", "![CIE fraction per level](cie_fraction.png)",
+           "", f"![modal CIE images at {results['grid_level']}](cie_grid.png)", ""]
   if results.get("cv"):
     cv = results["cv"]
     lines += ["## Baseline k-fold cross-validation", "",
               f"{cv['folds']} folds: accuracy {fmt(cv['accuracy_mean'], True)} ± {fmt(cv['accuracy_std'], True)} % "
               f"(per fold: {', '.join(fmt(a, True) for a in cv['accuracy'])})", ""]
-  lines += ["## Timing", "", *[f"- {k}: {v}" for k, v in results["timing"].items()], ""]
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  return lines + ["## Timing", "", *[f"- {k}: {v}" for k, v in results["timing"].items()], ""]
 
 
 def _pyplot():
@@ -208,6 +390,14 @@ def _pyplot():
   return plt
 
 
+def _rate_or_nan(row: dict, rate: str, bound: int | None) -> float:
+  """The rate (bound None) or an end of its interval; NaN (not drawn) when it is withheld."""
+  if row.get(f"{rate}_note"):
+    return float("nan")
+  ci = row.get(f"{rate}_ci")
+  return row[rate] if bound is None or ci is None else ci[bound]
+
+
 def plot_subgroup_rates(results: dict, path: str) -> None:
   """FNR and FPR of every subgroup against target sparsity (baseline = 0)."""
   plt = _pyplot()
@@ -215,9 +405,14 @@ def plot_subgroup_rates(results: dict, path: str) -> None:
   x = [results["levels"][l]["sparsity"] for l in levels]
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   for ax, metric in zip(axes, ("fnr", "fpr")):
-    for g in results["analysis"][levels[0]]["subgroups"]:
-      ax.plot(x, [100 * results["analysis"][l]["subgroups"][g][metric] for l in levels], marker="o", label=g)
-    ax.set(xlabel="target sparsity", ylabel=f"{metric.upper()} (%)", title=f"{metric.upper()} per subgroup")
+    groups = list(results["analysis"][levels[0]]["subgroups"])
+    for j, g in enumerate(groups):
+      rows = [results["analysis"][l]["subgroups"][g] for l in levels]
+      y, lo, hi = (100 * np.array([_rate_or_nan(r, metric, k) for r in rows]) for k in (None, 0, 1))
+      dodge = 0.006 * (j - (len(groups) - 1) / 2)  # Side by side, so the intervals stay readable.
+      ax.errorbar(np.add(x, dodge), y, yerr=[y - lo, hi - y], marker="o", capsize=2, label=g)
+    ax.set(xlabel="target sparsity", ylabel=f"{metric.upper()} (%)",
+           title=f"{metric.upper()} per subgroup (95% CI; withheld rates omitted)")
     ax.grid(alpha=0.3)
   axes[1].legend(fontsize=7)
   fig.tight_layout()
