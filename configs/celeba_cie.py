@@ -5,7 +5,8 @@
 
 Arguments (comma-separated): `smoke` (offline synthetic CelebA twin, tiny models, all
 levels; < 10 min on 2 CPU cores), `vit_hybrid` (ResNet-18 stages + transformer encoder),
-`mla_adapter` (MLA adapter on a frozen ResNet-18; only adapter + head train),
+`mla_adapter` (MLA adapter on a frozen, trained ResNet-18 backbone: `model.backbone_checkpoint` = a
+ResNet run's DIR/levels/baseline; only adapter + head train and are pruned),
 `no_augment` (data augmentation off). E.g. `configs/celeba_cie.py:smoke,vit_hybrid`.
 Real CelebA must be prepared first (`python -m jax_resnets.data.prepare celeb_a ...`).
 """
@@ -27,7 +28,6 @@ def get_config(arg: str | None = None):
   config.dataset.image_size = 64
   config.dataset.label_attribute = "Blond_Hair"
   config.model.update(name="resnet", depth=18, stem="imagenet", width=64)
-  config.model.trainable = ()  # Prefixes of trainable params (empty: all).
   config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
   config.batch_size = 256
   config.num_train_steps = 10_000
@@ -48,7 +48,9 @@ def get_config(arg: str | None = None):
     config.model.update(name="mla_adapter", mla_dim=64 if "smoke" not in args else 16, mla_heads=4 if "smoke" not in args else 2,
                         mla_kv_rank=16 if "smoke" not in args else 4, mla_q_rank=0, mla_stages=3,
                         backbone_checkpoint="")
-    config.model.trainable = ("adapter", "head")
+    # Only the adapter and the head train (and are pruned); the backbone is the ResNet run's baseline
+    # level, frozen: --config.model.backbone_checkpoint=W/levels/baseline.
+    config.freeze = "adapter,head"
   if "no_augment" in args:
     config.dataset.augment = ()
   return config

@@ -31,7 +31,7 @@ def test_vit_hybrid_shapes_and_prunable_kernels():
   assert logits.shape == (3, 2) and out["features"].shape == (3, 16)
   assert {"conv1", "layer3", "embedding", "cls", "pos_embedding", "encoder_block1", "head"} <= set(params)
   assert "layer4" not in params  # vit_stages = 3.
-  names = [pruning.path_name(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0] if pruning.is_prunable(p, x)]
+  names = [freeze.path_str(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0] if pruning.is_prunable(p, x)]
   assert "encoder_block0/attention/query/kernel" in names and "pos_embedding" not in names
 
 

@@ -170,7 +170,7 @@ def test_phinet_parameter_count_by_hand():
 
 
 def _leaves(tree, prefix):
-  return {k: v for k, v in ((study.optim.param_path(p), v) for p, v in jax.tree_util.tree_leaves_with_path(tree))
+  return {k: v for k, v in ((study.freeze.path_str(p), v) for p, v in jax.tree_util.tree_leaves_with_path(tree))
           if k.startswith(prefix)}
 
 

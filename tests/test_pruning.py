@@ -32,7 +32,7 @@ def resnet_params(width=8):
   model = registry.build_model(cfg, 2)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   rng = np.random.default_rng(0)
-  fill = lambda path, s: (np.ones(s.shape, np.float32) if pruning.path_name(path).endswith("scale")
+  fill = lambda path, s: (np.ones(s.shape, np.float32) if freeze.path_str(path).endswith("scale")
                           else rng.normal(size=s.shape).astype(np.float32))
   return jax.tree_util.tree_map_with_path(fill, shapes)
 

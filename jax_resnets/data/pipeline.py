@@ -71,9 +71,10 @@ def read_options(ds_cfg: ml_collections.ConfigDict) -> grain.ReadOptions:
 
 
 def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, seed: int,
-                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
-  """Infinite, checkpointable iterator of training batches for this process."""
-  source = sources.make_source(ds_cfg, ds_cfg.train_split)
+                   process_index: int = 0, process_count: int = 1, source=None) -> grain.DatasetIterator:
+  """Infinite, checkpointable iterator of training batches for this process (of `dataset.train_split`,
+  or of `source`, e.g. the training folds of a cross-validation)."""
+  source = sources.make_source(ds_cfg, ds_cfg.train_split) if source is None else source
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds.random_map(_preprocess(ds_cfg, train=True), seed=seed)
   # Global batch b is local batches b*P .. b*P+P-1, one per process: any process count
@@ -86,13 +87,14 @@ def train_iterator(ds_cfg: ml_collections.ConfigDict, local_batch_size: int, see
 
 
 def eval_batches(ds_cfg: ml_collections.ConfigDict, split: str, local_batch_size: int,
-                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Finite dataset of full eval batches with `mask` (iterate it once per evaluation).
+                 process_index: int = 0, process_count: int = 1, source=None) -> grain.MapDataset:
+  """Finite dataset of full eval batches with `mask` (iterate it once per evaluation) of `split`
+  (or of `source`, e.g. a held-out fold).
 
   Process p reads the contiguous block p of the split, padded with `mask == 0` rows so that
   every process runs the same number of batches and the blocks concatenate in order.
   """
-  source = sources.make_source(ds_cfg, split)
+  source = sources.make_source(ds_cfg, split) if source is None else source
   per_process = -(-len(source) // process_count)
   start = min(len(source), process_index * per_process)
   stop = min(len(source), start + per_process)

@@ -19,7 +19,7 @@ class CheckpointError(RuntimeError):
 
 def _state_tree(state) -> dict:
   return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-          "opt_state": state.opt_state}
+          "opt_state": state.opt_state, "rng": state.rng}
 
 
 class Checkpointer:
@@ -112,3 +112,18 @@ def restore_best(workdir: str, cfg, tree) -> tuple[int, dict]:
   finally:
     manager.close()
   return step, restored["state"]
+
+
+def read_latest(workdir: str) -> tuple[dict, int]:
+  """(the saved state tree {params, batch_stats, ...}, its step) of `workdir`'s newest checkpoint, read
+  as saved (e.g. to start a later stage or a frozen backbone from an earlier run)."""
+  path = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(path, item_names=("state", "data")) if os.path.isdir(path) else None
+  step = manager.latest_step() if manager else None
+  if step is None:
+    raise FileNotFoundError(f"{workdir} has no checkpoint (expected {path}/<step>/state from a finished run)")
+  try:
+    saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  finally:
+    manager.close()
+  return saved, step

@@ -45,20 +45,26 @@ def is_trainable(path: Sequence[str], prefixes) -> bool:
   return prefixes is None or any(tuple(path[:len(p)]) == p for p in prefixes)
 
 
-def _names(path) -> tuple[str, ...]:
-  return tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
+def path_names(path) -> tuple[str, ...]:
+  """A pytree key path as names: ('layer3', '1', 'conv1', 'kernel')."""
+  return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def path_str(path) -> str:
+  """A pytree key path as 'layer3/1/conv1/kernel'."""
+  return "/".join(path_names(path))
 
 
 def trainable_mask(params, freeze) -> dict:
   """Pytree of bools like `params`: True where the parameter trains."""
   prefixes = trainable_prefixes(freeze)
-  return jax.tree_util.tree_map_with_path(lambda p, _: is_trainable(_names(p), prefixes), params)
+  return jax.tree_util.tree_map_with_path(lambda p, _: is_trainable(path_names(p), prefixes), params)
 
 
 def check(params, freeze) -> None:
   """ConfigError if a prefix matches no parameter (a typo would silently freeze everything)."""
   prefixes = trainable_prefixes(freeze)
-  paths = [_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  paths = [path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
   for prefix in prefixes or ():
     if not any(path[:len(prefix)] == prefix for path in paths):
       raise ConfigError(f"config error: freeze={freeze!r}: prefix {'.'.join(prefix)!r} matches no parameter "
@@ -78,7 +84,7 @@ def optimizer(tx: optax.GradientTransformation, freeze) -> optax.GradientTransfo
   if prefixes is None:
     return tx
   labels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda p, _: "train" if is_trainable(_names(p), prefixes) else "frozen", params)
+      lambda p, _: "train" if is_trainable(path_names(p), prefixes) else "frozen", params)
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 

@@ -1,4 +1,10 @@
-"""Supervised classification loop in the style of flax `examples/`: `train_and_evaluate`.
+"""The one training loop, in the style of flax `examples/`: `build` + `train_and_evaluate`.
+
+Every study trains through it: a single model, or a population (`seeds`: K models vmapped in one
+program, training/population.py), with the same orbax checkpoints (latest with the data-iterator
+position, best-k), SIGTERM save (exit 143), NaN check, progress line and TensorBoard. Studies
+customise it by arguments (model, train step, optimizer wrapper, a state transform, epoch-end
+validation and early stopping), never by copies.
 
 Resumable: a re-run with the same workdir restores the newest checkpoint (state and data
 iterator position) and ends with the parameters an uninterrupted run would have.
@@ -11,20 +17,21 @@ import time
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jax_resnets import config_lib, models
+from jax_resnets import backend, config_lib, models
 from jax_resnets.data import pipeline, sources
 from jax_resnets.models import torchvision_import
-from jax_resnets.training import checkpointing, freeze, optim, parallel, preemption, steps, summary
-from jax_resnets.training.state import TrainState, create_train_state
+from jax_resnets.training import checkpointing, freeze, optim, parallel, population, preemption, steps, summary
+from jax_resnets.training.state import TrainState, create_train_state, init_key
 
 
 class NonFiniteLoss(RuntimeError):
-  """The loss became NaN/inf; nothing was saved past the last good checkpoint."""
+  """The loss or the parameters became NaN/inf; nothing was saved past the last good checkpoint."""
 
 
 @dataclasses.dataclass
@@ -40,6 +47,7 @@ class Run:
   writer: summary.Writer
   steps_per_epoch: int
   total_steps: int
+  seeds: tuple[int, ...] = ()  # A population's seeds (empty: one model, seed config.seed).
 
   @property
   def local_batch_size(self) -> int:
@@ -51,19 +59,25 @@ def image_shape(ds_cfg) -> tuple[int, int, int]:
   return (size, size, 3)
 
 
-def data_parallel(config: ml_collections.ConfigDict) -> parallel.DataParallel:
+def data_parallel(config: ml_collections.ConfigDict, num_models: int = 0) -> parallel.DataParallel:
   """The device mapping of `config.parallel` over `config.num_devices` (0: all), batch checked."""
   devices = jax.devices()[:config.num_devices] if config.num_devices else None
-  dp = parallel.DataParallel(config.parallel, devices)
+  try:
+    dp = parallel.DataParallel(config.parallel, devices, num_models,
+                               backend.resolve(config.get("backend", "auto")).per_model)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config error: {e}") from e
   if config.batch_size % dp.num_devices:
     raise config_lib.ConfigError(
         f"config error: batch_size={config.batch_size} (not divisible by the {dp.num_devices} devices)")
   return dp
 
 
-def optimizer_plan(config: ml_collections.ConfigDict):
-  """(steps_per_epoch, total_steps, schedule, tx) from the training split's size and `config.optim`."""
-  steps_per_epoch = pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size
+def optimizer_plan(config: ml_collections.ConfigDict, num_train: int | None = None):
+  """(steps_per_epoch, total_steps, schedule, tx) from the training set's size and `config.optim`."""
+  if num_train is None:
+    num_train = pipeline.num_examples(config.dataset, config.dataset.train_split)
+  steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise config_lib.ConfigError(f"config error: batch_size={config.batch_size} (larger than the training split)")
   total_steps = config.get("num_train_steps") or config.num_epochs * steps_per_epoch
@@ -71,155 +85,242 @@ def optimizer_plan(config: ml_collections.ConfigDict):
   return steps_per_epoch, total_steps, schedule, optim.create_optimizer(config.optim, schedule)
 
 
-def build(config: ml_collections.ConfigDict, workdir: str, model=None) -> Run:
-  """Model, optimizer, data, checkpoints; restores the newest checkpoint if there is one."""
-  dp = data_parallel(config).compile_steps(config.label_smoothing)
+def build(config: ml_collections.ConfigDict, workdir: str, model=None, seeds: Sequence[int] = (),
+          train_step: Callable | None = None, eval_step: Callable = steps.eval_step,
+          tx_wrap: Callable | None = None, prepare_state: Callable | None = None, train_source=None) -> Run:
+  """Model, optimizer, data, checkpoints; restores the newest checkpoint if there is one.
+
+  seeds: train a population of len(seeds) models (seed k: init and data order), else one model.
+  train_step / eval_step: per-device steps (default: steps.train_step with config.label_smoothing).
+  tx_wrap: fn(tx) -> tx around the trainable parameters' optimizer (e.g. pruning).
+  prepare_state: fn(fresh state) -> state before any restore (pretrained weights, extra state).
+  train_source: train on these rows instead of `dataset.train_split` (e.g. cross-validation folds).
+  """
+  dp = data_parallel(config, len(seeds)).compile_steps(train_step, eval_step, config.label_smoothing)
   model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
-                                      bn_axis_name=steps.AXIS, backend=config.backend)
-  steps_per_epoch, total_steps, schedule, tx = optimizer_plan(config)
-  state = create_train_state(jax.random.key(config.seed), model, image_shape(config.dataset), tx)
-  state = init_and_freeze(config, state)
-  train_iter = pipeline.train_iterator(config.dataset, config.batch_size // jax.process_count(),
-                                       config.seed, jax.process_index(), jax.process_count())
+                                      bn_axis_name=steps.AXIS, backend=config.get("backend", "auto"))
+  num_train = None if train_source is None else len(train_source)
+  steps_per_epoch, total_steps, schedule, tx = optimizer_plan(config, num_train)
+  tx = freeze.optimizer(tx_wrap(tx) if tx_wrap else tx, config.freeze)
+  apply_fn = freeze.frozen_batch_norm(model.apply, config.freeze)
+  local_batch, shape = config.batch_size // jax.process_count(), image_shape(config.dataset)
+  if seeds:
+    state = population.init(seeds, model, shape, tx)
+    train_iter = population.train_iterator(config.dataset, local_batch, seeds, jax.process_index(),
+                                           jax.process_count(), train_source)
+  else:
+    state = create_train_state(init_key(config.seed), model, shape, tx)
+    train_iter = pipeline.train_iterator(config.dataset, local_batch, config.seed, jax.process_index(),
+                                         jax.process_count(), train_source)
+  state = init_weights(config, state.replace(apply_fn=apply_fn))
+  state = prepare_state(state) if prepare_state else state
   ckpt = checkpointing.Checkpointer(workdir, config.checkpoint)
   state, train_iter = ckpt.restore_latest(state, train_iter)
   return Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
-             steps_per_epoch, total_steps)
+             steps_per_epoch, total_steps, tuple(int(s) for s in seeds))
 
 
-def init_and_freeze(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
-  """`config.init.checkpoint` weights (if any) and `config.freeze` (default: all trainable)."""
+def init_weights(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
+  """`config.init.checkpoint` weights (if any); `config.freeze` checked and logged."""
   if config.get("init") and config.init.get("checkpoint"):
     state = torchvision_import.init_from_checkpoint(state, config.init.checkpoint, config.model)
-  state = freeze.apply_to_state(state, config.get("freeze", "full"))
-  trainable, total = freeze.param_counts(state.params, config.get("freeze", "full"))
-  logging.info("Parameters: %d trainable of %d (freeze=%s).", trainable, total, config.get("freeze", "full"))
+  freeze.check(state.params, config.freeze)
+  trainable, total = freeze.param_counts(state.params, config.freeze)
+  logging.info("Parameters: %d trainable of %d (freeze=%s).", trainable, total, config.freeze)
   return state
 
 
-def evaluate(run: Run, state, split: str):
-  """Mean metrics over the real rows of `split`, and the eval step's per-example outputs (a
-  pytree: the logits for the core step) of every example, in order."""
+def evaluate(run: Run, state, split: str, source=None):
+  """Mean metrics over the real rows of `split` (or `source`): floats, or [K] arrays for a
+  population; and the eval step's per-example outputs (logits, ...) of every example, in order
+  (a population's with a leading model axis)."""
   totals, outs, masks = {}, [], []
   for batch in pipeline.eval_batches(run.config.dataset, split, run.local_batch_size,
-                                     jax.process_index(), jax.process_count()):
-    sums, out = run.dp.eval_step(state, run.dp.shard(batch))
+                                     jax.process_index(), jax.process_count(), source):
+    sums, out = run.dp.eval_step(state, run.dp.shard_eval(batch))
     for k, v in run.dp.host_metrics(sums).items():
       totals[k] = totals.get(k, 0.0) + v
     outs.append(jax.tree.map(run.dp.host_sharded, out))
     masks.append(batch["mask"])
-  outs, masks = jax.tree.map(lambda *xs: np.concatenate(xs), *outs), np.concatenate(masks)
+  axis = 1 if run.seeds else 0
+  outs = jax.tree.map(lambda *xs: np.concatenate(xs, axis), *outs)
+  masks = np.concatenate(masks)
   if jax.process_count() > 1:  # Each process holds one contiguous block of the split.
     outs, masks = multihost_utils.process_allgather((outs, masks), tiled=True)
   count = totals.pop("count")
-  metrics = {k: v / count if count else float("nan") for k, v in totals.items()}
-  return metrics, jax.tree.map(lambda x: x[masks > 0], outs)
+  metrics = {k: v / np.maximum(count, 1) for k, v in totals.items()}
+  return metrics, jax.tree.map(lambda x: np.compress(masks > 0, x, axis), outs)
 
 
-def check_finite(metrics: dict, step: int, run: Run) -> None:
-  if not all(math.isfinite(v) for v in metrics.values()):
-    run.ckpt.wait()  # The last good checkpoint may still be in flight (async save): land it.
-    last = run.ckpt.latest.latest_step()
-    raise NonFiniteLoss(f"non-finite training loss at step {step} ({metrics}); stopped without saving, "
-                        f"last good checkpoint: step {last} in {run.workdir}/checkpoints")
+def population_summary(values: dict) -> dict:
+  """Scalars for logs: a population's [K] metrics as their mean, plus `<name>_std` across models."""
+  out = {}
+  for k, v in values.items():
+    v = np.asarray(v, np.float64)
+    out[k] = float(v.mean())
+    if v.ndim:
+      out[f"{k}_std"] = float(v.std())
+  return out
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """One fused reduction: every leaf of `tree` finite (the NaN guard's parameter check)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def check_finite(metrics: dict, step: int, run: Run, state) -> None:
+  """Stops on a non-finite loss or parameter, before anything past the last good checkpoint is saved."""
+  ok_metrics = all(np.all(np.isfinite(v)) for v in metrics.values())
+  if ok_metrics and bool(all_finite(state.params)):
+    return
+  run.ckpt.wait()  # The last good checkpoint may still be in flight (async save): land it.
+  what = "training loss" if not ok_metrics else "parameters"
+  raise NonFiniteLoss(f"non-finite {what} at step {step} ({population_summary(metrics)}); stopped without "
+                      f"saving, last good checkpoint: step {run.ckpt.latest.latest_step()} in {run.workdir}/checkpoints")
 
 
 class Meter:
-  """Averages per-step device metrics on the host and measures throughput."""
+  """Averages per-step device metrics on the host and measures throughput of completed steps."""
 
   def __init__(self, run: Run, start_step: int):
     self.run, self.buffer, self.t0, self.step0 = run, [], None, start_step
+    self.eval_seconds = 0.0  # The last evaluation's duration, for the ETA.
 
   def add(self, metrics) -> None:
     self.buffer.append(metrics)
 
-  def flush(self, step: int) -> dict:
+  def start(self, step: int) -> None:
+    """Starts the clock once `step` (which compiled the step) has completed."""
+    jax.block_until_ready(self.buffer)
+    self.t0, self.step0, self.buffer = time.time(), step, []
+
+  def flush(self, step: int, state) -> dict:
     """Writes averaged train metrics + throughput; prints a progress line."""
-    run, now = self.run, time.time()
-    values = [run.dp.host_metrics(m) for m in self.buffer]
-    self.buffer = []
-    out = {f"train/{k}": float(np.mean([v[k] for v in values])) for k in values[0]}
-    check_finite(out, step, run)
-    out["train/learning_rate"] = float(run.schedule(step)) * optim.plateau_scale(
-        run.dp.unreplicate(run.state.opt_state))
+    run = self.run
+    values = [run.dp.host_metrics(m) for m in self.buffer]  # Blocks: the steps have completed.
+    now, self.buffer = time.time(), []
+    per_model = {k: np.mean([v[k] for v in values], axis=0) for k in values[0]}
+    check_finite(per_model, step, run, state)
+    out = {f"train/{k}": v for k, v in population_summary(per_model).items()}
+    out["train/learning_rate"] = float(run.schedule(step)) * optim.plateau_scale(run.dp.unreplicate(state.opt_state))
     if self.t0 is not None and step > self.step0:
-      sps = (step - self.step0) / (now - self.t0)
-      out.update({"train/steps_per_sec": sps, "train/img_per_sec": sps * run.config.batch_size})
-      eta = (run.total_steps - step) / sps
-      logging.info("step %d/%d epoch %.2f loss %.4f acc %.3f | %.2f steps/s %.0f img/s | ETA %dm%02ds",
-                   step, run.total_steps, step / run.steps_per_epoch, out["train/loss"],
-                   out["train/accuracy"], sps, sps * run.config.batch_size, eta // 60, eta % 60)
+      self.log_progress(step, (step - self.step0) / (now - self.t0), out)
     run.writer.scalars(step, out)
     self.t0, self.step0 = now, step
     return out
 
+  def log_progress(self, step: int, sps: float, out: dict) -> None:
+    run = self.run
+    images = sps * run.config.batch_size * max(len(run.seeds), 1)
+    out.update({"train/steps_per_sec": sps, "train/img_per_sec": images})
+    evals_left = math.ceil(run.total_steps / run.steps_per_epoch) - step // run.steps_per_epoch
+    eta = (run.total_steps - step) / sps + evals_left * self.eval_seconds
+    logging.info("step %d/%d epoch %.2f loss %.4f acc %.3f | %.2f steps/s %.0f img/s | ETA %dm%02ds",
+                 step, run.total_steps, step / run.steps_per_epoch, out["train/loss"],
+                 out.get("train/accuracy", float("nan")), sps, images, eta // 60, eta % 60)
 
-def end_of_epoch(run: Run, state, step: int, meter: Meter) -> dict:
-  """Train summary, evaluation, best-k and latest checkpoints."""
-  train = meter.flush(step) if meter.buffer else {}
-  metrics, _ = evaluate(run, state, run.config.dataset.eval_split)
-  eval_metrics = {f"eval/{k}": v for k, v in metrics.items()}
-  run.writer.scalars(step, eval_metrics)
-  logging.info("epoch %d eval: %s", step // run.steps_per_epoch,
-               " ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+
+def end_of_epoch(run: Run, state, step: int, meter: Meter, validate: Callable) -> dict:
+  """Train summary, validation, best-k and latest checkpoints, events flushed."""
+  train = meter.flush(step, state) if meter.buffer else {}
+  t0 = time.time()
+  metrics = population_summary(validate(run, state))
+  meter.eval_seconds = time.time() - t0
+  run.writer.scalars(step, metrics)
+  logging.info("epoch %d: %s", math.ceil(step / run.steps_per_epoch),
+               " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.endswith("_std")))
   host_state = run.dp.unreplicate(state)
-  run.ckpt.save_best(step, host_state, eval_metrics)
+  run.ckpt.save_best(step, host_state, metrics)
   run.ckpt.save(step, host_state, run.train_iter)
-  return {**train, **eval_metrics}
+  run.writer.flush()  # A kill -9 loses no more of the curves than of the checkpoints.
+  return {**train, **metrics}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       hooks: Sequence[Callable[[int], None]] = (), run: Run | None = None) -> dict:
-  """Trains to `num_epochs` (resuming if possible); writes results.json; returns it."""
+def eval_split_metrics(run: Run, state) -> dict:
+  """The default validation: loss and accuracy on `dataset.eval_split`, as `eval/*`."""
+  metrics, _ = evaluate(run, state, run.config.dataset.eval_split)
+  return {f"eval/{k}": v for k, v in metrics.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, run: Run | None = None,
+                       validate: Callable = eval_split_metrics,
+                       on_epoch_end: Callable[[int, dict], bool] | None = None) -> dict:
+  """Trains to the configured steps (resuming if possible); writes results.json; returns it.
+
+  run: a Run the caller built (`build` with its own model, steps, ...); default: build(config, workdir).
+  validate(run, state) -> {name: value}: the epoch-end metrics (default: eval split loss/accuracy).
+  on_epoch_end(step, metrics) -> True to stop early (e.g. patience on a validation metric).
+  """
   preemption.install_sigterm_handler()
-  # `run`: a Run the caller built (own model, train step or initial state); default: build().
   run, t_start = run or build(config, workdir), time.time()
-  start = int(run.state.step)
+  start = int(np.max(jax.device_get(run.state.step)))
+  if start >= run.total_steps and os.path.exists(os.path.join(workdir, "results.json")):
+    return already_finished(run, workdir)
   if start == 0:
     run.writer.hparams(config, ("eval/accuracy", "eval/loss"))
   state, meter, last = run.dp.replicate(run.state), Meter(run, start), {}
   for step in range(start + 1, run.total_steps + 1):
     batch = next(run.train_iter)
     if step == 1:
-      run.writer.image_grid(0, "train/batch", pipeline.denormalize(batch["image"][:16], config.dataset))
+      images = batch["image"][0] if run.seeds else batch["image"]
+      run.writer.image_grid(0, "train/batch", pipeline.denormalize(images[:16], config.dataset))
     state, metrics = run.dp.train_step(state, run.dp.shard(batch))
     meter.add(metrics)
     if meter.t0 is None:  # Exclude compilation from throughput.
-      jax.block_until_ready(metrics)
-      meter.t0, meter.step0, meter.buffer = time.time(), step, []
-    for hook in hooks:
-      hook(step)
+      meter.start(step)
     run.state = state
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
-      last = end_of_epoch(run, state, step, meter)
+      last = end_of_epoch(run, state, step, meter, validate)
+      if on_epoch_end and on_epoch_end(step, last):
+        logging.info("early stop at step %d", step)
+        break
     elif step % config.log_every_steps == 0:
-      meter.flush(step)
+      meter.flush(step, state)
     if preemption.stop_requested() and step < run.total_steps:
-      if meter.buffer:
-        meter.flush(step)
-      run.ckpt.save(step, run.dp.unreplicate(state), run.train_iter)
-      run.ckpt.wait()
-      raise preemption.Preempted(f"stopped at step {step}; checkpoint saved in {workdir}/checkpoints; "
-                                 "re-run the same command to resume")
-  return finish(run, state, last, start, time.time() - t_start)
+      preempt(run, state, step, meter)
+  return finish(run, state, last, start, time.time() - t_start, validate)
 
 
-def finish(run: Run, state, last: dict, start: int, wall: float) -> dict:
-  """Final evaluation (if none ran this time), results.json, flush and close."""
-  if not last:
-    metrics, _ = evaluate(run, state, run.config.dataset.eval_split)
-    last = {f"eval/{k}": v for k, v in metrics.items()}
+def preempt(run: Run, state, step: int, meter: Meter) -> None:
+  """SIGTERM: the step's metrics, a checkpoint, then Preempted (the CLI exits 143)."""
+  if meter.buffer:
+    meter.flush(step, state)
+  run.ckpt.save(step, run.dp.unreplicate(state), run.train_iter)
   run.ckpt.wait()
-  steps_run = run.total_steps - start
+  run.writer.close()
+  raise preemption.Preempted(f"stopped at step {step}; checkpoint saved in {run.workdir}/checkpoints; "
+                             "re-run the same command to resume")
+
+
+def already_finished(run: Run, workdir: str) -> dict:
+  """A re-run of a finished run: says so, leaves results.json (and any report) as they were."""
+  logging.info("%s: this run has finished (step %d); results.json is kept as it was.", workdir, run.total_steps)
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  run.writer.close()
+  run.ckpt.close()
+  return {**results, "already_finished": True}
+
+
+def finish(run: Run, state, last: dict, start: int, wall: float, validate: Callable) -> dict:
+  """Final validation (if none ran this time), results.json, flush and close."""
+  if not last:
+    last = population_summary(validate(run, state))
+  run.ckpt.wait()
+  host = jax.device_get(run.dp.unreplicate(state))
+  params = population.model_slice(host.params, 0) if run.seeds else host.params
+  steps_run = int(np.max(host.step)) - start
   results = {
       "final": last,
-      "steps": run.total_steps,
+      "steps": int(np.max(host.step)),
       "steps_this_run": steps_run,
       "wall_time_s": wall,
       "steps_per_sec": steps_run / wall if steps_run else None,
-      "num_params": models.parameter_count(run.dp.unreplicate(state).params),
-      "trainable_params": freeze.param_counts(run.dp.unreplicate(state).params,
-                                              run.config.get("freeze", "full"))[0],
+      "num_params": models.parameter_count(params),
+      "trainable_params": freeze.param_counts(params, run.config.freeze)[0],
+      "seeds": list(run.seeds) or [run.config.seed],
       "config": run.config.to_dict(),
   }
   if jax.process_index() == 0:

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules from `config.optim`, all built from optax."""
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -53,24 +54,10 @@ def create_optimizer(cfg: ml_collections.ConfigDict, schedule, weight_decay_mask
   return tx
 
 
-def param_path(path) -> str:
-  """A pytree key path as 'backbone/block1/expand/kernel'."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
-def train_only(tx: optax.GradientTransformation, prefixes) -> optax.GradientTransformation:
-  """`tx` for parameters whose path starts with one of `prefixes`; the rest get zero updates
-  (so no weight decay or momentum either: optax.multi_transform + set_to_zero)."""
-  prefixes = tuple(prefixes)
-  labels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: "train" if param_path(path).startswith(prefixes) else "frozen", params)
-  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-
-
 def plateau_scale(opt_state) -> float:
   """Current reduce-on-plateau multiplier (1.0 if the chain has none)."""
   is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)
   for leaf in jax.tree.leaves(opt_state, is_leaf=is_plateau):
     if is_plateau(leaf):
-      return float(leaf.scale)
+      return float(np.mean(leaf.scale))  # A population's scales: their mean.
   return 1.0

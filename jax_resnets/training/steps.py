@@ -1,9 +1,14 @@
-"""Pure per-device train and eval steps.
+"""The pure per-device train and eval steps every study trains with.
 
 Each runs on one device's shard of the global batch and averages across the mapped axis
 `batch` with `lax.pmean` / `lax.psum`; `parallel.DataParallel` runs them under
-`jax.shard_map` (default) or `jax.pmap`. BatchNorm statistics are synchronised over the
+`jax.shard_map` (default) or `jax.pmap`, and a population is `jax.vmap` of the same step over
+a leading model axis (`population.py`). BatchNorm statistics are synchronised over the
 same axis, so N devices compute exactly what one device computes on the global batch.
+
+Studies customise the step by arguments, never by copies:
+  loss_fn(logits, aux, batch, batch_stats) -> (mean loss, {name: metric})   the objective;
+  after_update(new_state, outputs, batch) -> new_state                      e.g. center-loss centers.
 """
 import jax
 import jax.numpy as jnp
@@ -27,39 +32,53 @@ def hard_labels(labels: jax.Array) -> jax.Array:
 
 def device_mean(tree):
   """`lax.pmean` over `batch`; on a one-device mesh the identity (XLA:CPU otherwise copies every
-  gradient: 6-7 ms per ResNet-18 step, BUILD_NOTES.md)."""
+  gradient: 6-7 ms per ResNet-18 step)."""
   return tree if lax.axis_size(AXIS) == 1 else lax.pmean(tree, AXIS)
 
 
-def train_step(state, batch: dict, label_smoothing: float = 0.0, loss_fn=None):
-  """One SGD step on this device's shard; gradients and BN stats pmean'd over `batch`.
+def classification_loss(label_smoothing: float = 0.0):
+  """The default objective: mean softmax cross-entropy (+ label smoothing)."""
+  def loss_fn(logits, aux, batch, batch_stats):
+    del aux, batch_stats
+    return cross_entropy(logits, batch["label"], label_smoothing).mean(), {}
+  return loss_fn
 
-  `loss_fn(logits, aux, batch) -> per-example loss` replaces the softmax cross-entropy
-  (e.g. the hierarchy study's parent + child loss on `aux` outputs of the model).
-  """
-  objective = loss_fn or (lambda logits, _, b: cross_entropy(logits, b["label"], label_smoothing))
+
+def step_rng(state) -> jax.Array:
+  """A key per (run seed, step, device): dropout differs across steps and devices, and a resumed
+  run draws what an uninterrupted one would."""
+  return jax.random.fold_in(jax.random.fold_in(state.key, state.step), lax.axis_index(AXIS))
+
+
+def train_step(state, batch: dict, label_smoothing: float = 0.0, loss_fn=None, after_update=None):
+  """One optimizer step on this device's shard; gradients, BN stats and metrics pmean'd over `batch`."""
+  objective = loss_fn or classification_loss(label_smoothing)
 
   def loss_and_aux(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    (logits, aux), updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
-    loss = objective(logits, aux, batch).mean()
-    return loss, (logits, updates["batch_stats"])
+    (logits, aux), updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"],
+                                            rngs={"dropout": step_rng(state)})
+    loss, parts = objective(logits, aux, batch, state.batch_stats)
+    return loss, (logits, aux, updates.get("batch_stats", state.batch_stats), parts)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
-  grads, batch_stats, loss = device_mean((grads, batch_stats, loss))
+  (loss, (logits, aux, batch_stats, parts)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
+  grads, batch_stats, loss, parts = device_mean((grads, batch_stats, loss, parts))
   new_state = state.apply_gradients(grads, batch_stats, value=loss)
-  accuracy = device_mean(jnp.mean(jnp.argmax(logits, -1) == hard_labels(batch["label"])))
-  return new_state, {"loss": loss, "accuracy": accuracy}
+  if after_update is not None:
+    new_state = after_update(new_state, {"logits": logits, **aux}, batch)
+  metrics = {"loss": loss, **parts}
+  if logits is not None:
+    metrics["accuracy"] = device_mean(jnp.mean(jnp.argmax(logits, -1) == hard_labels(batch["label"])))
+  return new_state, metrics
 
 
 def eval_step(state, batch: dict):
-  """Returns (psum'd metric sums over real rows, this shard's logits)."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  logits, _ = state.apply_fn(variables, batch["image"], train=False)
-  mask = batch["mask"]
-  sums = {
-      "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-      "accuracy": jnp.sum((jnp.argmax(logits, -1) == hard_labels(batch["label"])) * mask),
-      "count": jnp.sum(mask),
-  }
-  return lax.psum(sums, AXIS), logits
+  """(psum'd metric sums over real, labelled rows; this shard's {logits, features, label})."""
+  logits, aux = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch["image"],
+                               train=False)
+  labels = hard_labels(batch["label"])
+  valid = batch["mask"] * (labels >= 0)
+  sums = {"accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) * valid), "count": jnp.sum(valid),
+          "loss": jnp.sum(cross_entropy(logits, jnp.maximum(batch["label"], 0)) * valid)}
+  return lax.psum(sums, AXIS), {"logits": logits, **{k: v for k, v in aux.items() if k == "features"},
+                                 "label": batch["label"]}

@@ -8,19 +8,23 @@ statistics never are). The target sparsity follows the cubic schedule
 and masks are recomputed every `frequency` steps in [t_0, t_end] by magnitude, either
 per tensor (each kernel pruned to s_t, as tensorflow/model_optimization and the paper's
 code) or globally (one magnitude ranking over all prunable weights). Between updates the
-masks are fixed; the train step multiplies gradients and parameters by them, so pruned
-weights stay exactly zero.
+masks are fixed. `gradual_magnitude_pruning` is the optax transformation the study chains
+after its optimizer: the core train step trains pruned models like any other.
 
 Ranking ties (equal magnitudes, in particular already-zero weights) are broken by flat
 index, so exactly round(s * n) weights are pruned. Written here rather than with
-jaxpruner, which is not installable in this environment (see BUILD_NOTES).
+jaxpruner, which is not installable in this environment.
 """
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+
+from jax_resnets.training import freeze
 
 SCOPES = ("per_tensor", "global")
 
@@ -52,13 +56,9 @@ def schedule_from_config(cfg: ml_collections.ConfigDict, final_sparsity) -> Sche
                   cfg.get("initial_sparsity", 0.0), cfg.get("power", 3))
 
 
-def path_name(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def is_prunable(path, leaf) -> bool:
   """Conv and dense kernels: a leaf named `kernel` with >= 2 dims (never biases or BN)."""
-  return path_name(path).endswith("kernel") and jnp.ndim(leaf) >= 2
+  return freeze.path_str(path).endswith("kernel") and jnp.ndim(leaf) >= 2
 
 
 def _keep_mask(magnitudes: jax.Array, sparsity) -> jax.Array:
@@ -112,6 +112,32 @@ def sparsity_report(params) -> dict:
     if is_prunable(path, x):
       x = np.asarray(x)
       z = int(np.sum(x == 0))
-      per_tensor[path_name(path)] = z / x.size
+      per_tensor[freeze.path_str(path)] = z / x.size
       zeros, total = zeros + z, total + x.size
   return {"per_tensor": per_tensor, "overall": zeros / max(total, 1)}
+
+
+class PruningState(NamedTuple):
+  count: jax.Array  # updates applied so far
+  masks: Any  # True = kept; the next forward pass's masks
+  final_sparsity: jax.Array  # an array, not a constant: every level compiles to the same program
+
+
+def gradual_magnitude_pruning(cfg: ml_collections.ConfigDict, final_sparsity: float) -> optax.GradientTransformation:
+  """Pruning as the last transformation of an optax chain (`cfg` = config.pruning).
+
+  After update t the masks of step t + 1 are recomputed on the schedule from the updated weights'
+  magnitudes (the weights step t + 1 starts from, as a mask update at the start of that step would
+  see them), and every pruned weight's update is -weight, so it becomes exactly 0 and stays 0.
+  Inside `freeze.optimizer`'s trainable branch it never sees, so never prunes, frozen weights.
+  """
+  def init_fn(params):
+    return PruningState(jnp.zeros([], jnp.int32), initial_masks(params), jnp.asarray(final_sparsity, jnp.float32))
+
+  def update_fn(updates, state, params):
+    schedule = schedule_from_config(cfg, state.final_sparsity)
+    masks = update_masks(optax.apply_updates(params, updates), state.masks, state.count + 1, schedule, cfg.scope)
+    updates = jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, masks)
+    return updates, PruningState(state.count + 1, masks, state.final_sparsity)
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_resnets.studies.celeba_cie import pruning
+from jax_resnets.training import freeze
 
 METHODS = ("float16", "bfloat16", "int8_hybrid", "int8_fixed")
 BN_EPSILON = 1e-5  # ResNet's BatchNorm epsilon (torchvision's).
@@ -105,7 +106,7 @@ def quantize_kernels(variables, fold_batchnorm: bool = True):
   def one(path, w):
     if not pruning.is_prunable(path, w):
       return w
-    f = bn_factor(variables, pruning.path_name(path)) if fold_batchnorm else None
+    f = bn_factor(variables, freeze.path_str(path)) if fold_batchnorm else None
     if f is None:
       return fake_quant_weight(w)
     safe = jnp.where(f != 0, f, 1.0)

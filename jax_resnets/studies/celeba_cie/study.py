@@ -4,31 +4,34 @@
 
 For each level, a population of `cie.num_seeds` models (seeds config.seed + k) predicts
 `dataset.label_attribute` (Blond_Hair): the dense baseline (sparsity 0), gradual magnitude
-pruning to each of `cie.sparsities` (trained with the pruning schedule, same seeds), and
-post-training quantization of the baseline population (`cie.quantization`). All pruning
-levels share one compiled, vmapped train step (the final sparsity is an input). Every
-model's test predictions go into `predictions.csv`; the CIE sets, metrics, subgroup audit,
-report.md, plots and results.json are all computed from that table. A trained population
-is saved under DIR/populations/, so a re-run skips levels already trained.
+pruning to each of `cie.sparsities` (same seeds), and post-training quantization of the
+baseline population (`cie.quantization`). Each trained level is a run of the core loop
+(training/loop.py) in DIR/levels/<level>: a population vmapped in one program, with its own
+checkpoints (a killed level resumes where it stopped), TensorBoard curves (mean and std over
+the models) and results.json; pruning is an optax transformation (pruning.py) chained after the
+optimizer. Every model's test predictions go into `predictions.csv`; the CIE sets, metrics,
+subgroup audit, report.md, plots and results.json are all computed from that table.
 """
+import dataclasses
+import functools
 import json
 import os
 import time
+from typing import Any, Callable
 
 import flax
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
-from jax_resnets import config_lib, models
-from jax_resnets.studies.celeba_cie import pruning
-from jax_resnets.studies.celeba_cie import quantization
+from jax_resnets import backend, config_lib, models
 from jax_resnets.data import celeba, pipeline, sources
+from jax_resnets.studies.celeba_cie import pruning, quantization
 from jax_resnets.studies.celeba_cie import report as report_cie
-from jax_resnets.training import loop, population, summary
+from jax_resnets.training import checkpointing, freeze, loop, steps
 
 BASELINE = "baseline"
 
@@ -64,85 +67,82 @@ def level_table(config: ml_collections.ConfigDict) -> dict:
   return out
 
 
-def build(config: ml_collections.ConfigDict):
-  """(Population, total_steps, steps_per_epoch) for the study's model and optimizer."""
-  n_train = pipeline.num_examples(config.dataset, config.dataset.train_split)
-  steps_per_epoch = max(n_train // config.batch_size, 1)
-  total = config.num_train_steps or config.num_epochs * steps_per_epoch
-  validate(config, total)
-  model = models.build_model(config.model, sources.spec(config.dataset).num_classes, backend=config.backend)
-  tx = population.make_optimizer(config.optim, steps_per_epoch, total, tuple(config.model.get("trainable", ())))
-  pop = population.Population(model, tx, loop.image_shape(config.dataset), config.pruning, config.label_smoothing,
-                              pretrained=load_backbone(config.model.get("backbone_checkpoint")))
-  return pop, total, steps_per_epoch
+def build_model(config: ml_collections.ConfigDict):
+  return models.build_model(config.model, sources.spec(config.dataset).num_classes, bn_axis_name=steps.AXIS,
+                            backend=config.backend)
 
 
-def load_backbone(path: str | None) -> dict | None:
-  """A population file (DIR/populations/<level>.msgpack of a ResNet run) to freeze under the adapter."""
-  if not path:
+def total_steps(config: ml_collections.ConfigDict) -> int:
+  return config.num_train_steps or config.num_epochs * (
+      pipeline.num_examples(config.dataset, config.dataset.train_split) // config.batch_size)
+
+
+def backbone_overlay(config: ml_collections.ConfigDict) -> Callable | None:
+  """The MLA adapter's frozen backbone: model k gets model k of the baseline level of the ResNet run
+  in `model.backbone_checkpoint` (its params and BN statistics, under `backbone/`)."""
+  if config.model.name != "mla_adapter":
     return None
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"model.backbone_checkpoint: {path} does not exist (expected a populations/<level>.msgpack "
-                            "written by an earlier ResNet run of this study)")
-  with open(path, "rb") as f:
-    variables = flax.serialization.msgpack_restore(f.read())
-  drop = ("fc",)  # The ResNet head is replaced by the adapter's.
-  return {c: {k: v for k, v in variables.get(c, {}).items() if k not in drop} for c in ("params", "batch_stats")}
+  path = config.model.get("backbone_checkpoint")
+  if not path:
+    raise config_lib.ConfigError(
+        "config error: model.backbone_checkpoint is empty: the MLA adapter needs a trained ResNet-18 "
+        "backbone; run the ResNet study first (e.g. configs/celeba_cie.py:smoke --workdir=W) and pass "
+        "--config.model.backbone_checkpoint=W/levels/baseline")
+  try:
+    saved, _ = checkpointing.read_latest(path)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(f"config error: model.backbone_checkpoint={path!r}: {e}") from e
+  return functools.partial(overlay, saved=saved, prefix="backbone")
+
+
+def overlay(state, saved: dict, prefix: str):
+  """`state` (a population) with model k's variables under `prefix` taken from model k mod K' of
+  `saved` (a population checkpoint tree); keys the model lacks are skipped, shapes must match."""
+  matched, out = 0, {}
+  for collection in ("params", "batch_stats"):
+    flat = flax.traverse_util.flatten_dict(getattr(state, collection), sep="/")
+    for key, value in flax.traverse_util.flatten_dict(saved.get(collection, {}), sep="/").items():
+      target, value = f"{prefix}/{key}", np.asarray(value)
+      if target not in flat:
+        continue
+      if flat[target].shape != value.shape:
+        raise config_lib.ConfigError(f"config error: backbone {collection}/{key} has shape {value.shape[1:]}, the "
+                                     f"model's {target} {flat[target].shape[1:]} (model.width/depth or cie.num_seeds "
+                                     "differ from the backbone run's)")
+      flat[target], matched = jnp.asarray(value), matched + 1
+    out[collection] = flax.traverse_util.unflatten_dict(flat, sep="/")
+  if not matched:
+    raise config_lib.ConfigError(f"config error: no backbone variable matches the model's {prefix}/*")
+  return state.replace(params=out["params"], batch_stats=out["batch_stats"])
+
+
+def train_population(config, workdir: str, model, sparsity: float, train_source=None) -> dict:
+  """One level's population trained (or resumed, or read back when finished) by the core loop;
+  returns its numpy variables with a leading model axis."""
+  tx_wrap = lambda tx: optax.chain(tx, pruning.gradual_magnitude_pruning(config.pruning, sparsity))
+  run = loop.build(config, workdir, model=model, seeds=seeds_of(config), tx_wrap=tx_wrap,
+                   prepare_state=backbone_overlay(config), train_source=train_source)
+  loop.train_and_evaluate(config, workdir, run=run)
+  return jax.device_get({"params": run.state.params, "batch_stats": run.state.batch_stats})
 
 
 def seeds_of(config) -> list[int]:
   return [config.seed + k for k in range(config.cie.num_seeds)]
 
 
-def tensorboard_logger(workdir: str, level: str, seeds: list[int], schedule: pruning.Schedule):
-  writers = [summary.Writer(os.path.join(workdir, "tensorboard", level, f"seed_{s}")) for s in seeds]
-
-  def log(step: int, values: dict) -> None:
-    for k, w in enumerate(writers):
-      w.scalars(step, {**{n: v[k] for n, v in values.items()}, "pruning/target_sparsity": schedule.sparsity(step)})
-    logging.info("%s step %d: loss %s", level, step, np.round(values["train/loss"], 4))
-  return log, writers
+def logits_fn(config, apply_fn: Callable):
+  """[K, B, C] logits of every model (variables with a leading model axis) on shared images."""
+  per_model = backend.resolve(config.backend).per_model
+  return jax.jit(jax.vmap(per_model(lambda v, x: apply_fn(v, x, train=False)[0]), in_axes=(0, None)))
 
 
-def train_level(config, workdir: str, pop, level: str, sparsity: float, total: int) -> dict:
-  """Trains (or restores) one level's population; returns numpy variables with a model axis."""
-  path = os.path.join(workdir, "populations", f"{level}.msgpack")
-  if os.path.exists(path):
-    with open(path, "rb") as f:
-      return flax.serialization.msgpack_restore(f.read())
-  seeds, chunk = seeds_of(config), config.cie.models_per_program or config.cie.num_seeds
-  parts = []
-  for i in range(0, len(seeds), chunk):
-    log, writers = tensorboard_logger(workdir, level, seeds[i:i + chunk],
-                                      pruning.schedule_from_config(config.pruning, sparsity))
-    state = population.train(pop, config.dataset, seeds[i:i + chunk], sparsity, total, config.batch_size, log,
-                             config.log_every_steps)
-    parts.append(jax.device_get(population.variables_of(state)))
-    for w in writers:
-      w.close()
-  variables = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(variables))
-  os.replace(path + ".tmp", path)
-  return variables
-
-
-def eval_batches(config, source=None):
-  """Padded eval batches of `dataset.eval_split`, or of `source` (a held-out CV fold)."""
-  if source is None:
-    return pipeline.eval_batches(config.dataset, config.dataset.eval_split, config.batch_size)
-  length = -(-len(source) // config.batch_size) * config.batch_size
-  ds = grain.MapDataset.source(pipeline.MaskedShard(source, 0, len(source), length))
-  return ds.map(pipeline._preprocess(config.dataset, train=False)).batch(config.batch_size)  # pylint: disable=protected-access
-
-
-def predict(config, pop, variables, apply_fn=None, source=None):
+def predict(config, model, variables, apply_fn=None, source=None):
   """[K, N] predicted labels on the eval split (or `source`), and its ids, labels, attributes."""
   preds, ids, labels, attributes = [], [], [], []
-  for batch in eval_batches(config, source):
+  logits_of = logits_fn(config, apply_fn or model.apply)
+  for batch in pipeline.eval_batches(config.dataset, config.dataset.eval_split, config.batch_size, source=source):
     real = batch["mask"] > 0
-    logits = pop.logits(variables, batch["image"], apply_fn)
+    logits = logits_of(variables, batch["image"])
     preds.append(np.asarray(jnp.argmax(logits, -1))[:, real])
     ids.append(batch["id"][real])
     labels.append(batch["label"][real])
@@ -157,15 +157,16 @@ def calibration_images(config) -> np.ndarray:
   return batch["image"][batch["mask"] > 0]
 
 
-def quantized_population(config, pop, method: str, base: dict):
+def quantized_population(config, model, method: str, base: dict):
   """(variables, apply_fn) of the baseline population under a post-training quantization method."""
   fold = config.cie.fold_batchnorm
   variables = jax.jit(jax.vmap(lambda v: quantization.quantize(method, v, fold)))(base)
   if method != "int8_fixed":
     return variables, None
   images = jnp.asarray(calibration_images(config))
-  ranges = population.per_model(lambda v, x: quantization.calibrate(pop.model.apply, v, x))(base, images)
-  return {**variables, "activation_ranges": ranges}, quantization.fixed_point_apply(pop.model.apply)
+  per_model = backend.resolve(config.backend).per_model
+  calibrate = jax.jit(jax.vmap(per_model(lambda v, x: quantization.calibrate(model.apply, v, x)), in_axes=(0, None)))
+  return {**variables, "activation_ranges": calibrate(base, images)}, quantization.fixed_point_apply(model.apply)
 
 
 def achieved_sparsity(variables: dict) -> dict:
@@ -177,18 +178,19 @@ def achieved_sparsity(variables: dict) -> dict:
           "achieved_per_tensor": per_tensor}
 
 
-def run_levels(config, workdir: str, pop, total: int, levels: dict, timing: dict):
+def run_levels(config, workdir: str, model, levels: dict, timing: dict):
   """Trains/evaluates every level; returns the PredictionTable and the baseline variables."""
   seeds, table, base = seeds_of(config), None, None
   for level, meta in levels.items():
     t0 = time.time()
     if meta["kind"] == "quantization":
-      variables, apply_fn = quantized_population(config, pop, meta["method"], base)
+      variables, apply_fn = quantized_population(config, model, meta["method"], base)
     else:
-      variables, apply_fn = train_level(config, workdir, pop, level, meta["sparsity"], total), None
+      level_dir = os.path.join(workdir, "levels", level)
+      variables, apply_fn = train_population(config, level_dir, model, meta["sparsity"]), None
       meta.update(achieved_sparsity(variables))
       base = variables if level == BASELINE else base
-    preds, ids, labels, attributes = predict(config, pop, variables, apply_fn)
+    preds, ids, labels, attributes = predict(config, model, variables, apply_fn)
     if table is None:
       table = report_cie.PredictionTable(ids, labels, attributes, {})
     table.preds[level] = dict(zip(seeds, preds))
@@ -214,10 +216,10 @@ def cie_grid(config, workdir: str, table, results: dict, level: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  t_start = time.time()
-  pop, total, _ = build(config)
-  levels, timing = level_table(config), {}
-  table, base = run_levels(config, workdir, pop, total, levels, timing)
+  t_start, total = time.time(), total_steps(config)
+  validate(config, total)
+  model, levels, timing = build_model(config), level_table(config), {}
+  table, base = run_levels(config, workdir, model, levels, timing)
   report_cie.write_csv(table, os.path.join(workdir, "predictions.csv"))
   table = report_cie.read_csv(os.path.join(workdir, "predictions.csv"))  # Report only what the file holds.
   pruned = [l for l, m in levels.items() if m["kind"] == "pruning"]
@@ -229,11 +231,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "num_test": int(table.ids.size), "grid_level": grid_level,
       "model": f"{config.model.name}-{config.model.depth} width {config.model.width}",
       "num_params": models.parameter_count(params),
-      "trainable_params": population.count_trainable(params, tuple(config.model.get("trainable", ()))),
+      "trainable_params": freeze.param_counts(params, config.freeze)[0],
       "config": config.to_dict(),
   }
   if config.cv_folds:
-    results["cv"] = cross_validate(config, pop, total)
+    results["cv"] = cross_validate(config, workdir, model)
   timing["total (s)"] = round(time.time() - t_start, 1)
   results["timing"] = timing
   write_outputs(config, workdir, table, results)
@@ -249,18 +251,31 @@ def write_outputs(config, workdir: str, table, results: dict) -> None:
     json.dump(results, f, indent=1, default=str, allow_nan=True)
 
 
-def cross_validate(config, pop, total: int) -> dict:
-  """k-fold CV of the baseline: a population per fold trained on the other folds (same steps)."""
+def cross_validate(config, workdir: str, model) -> dict:
+  """k-fold CV of the baseline: a population per fold trained on the other folds (same steps), in
+  DIR/cv/fold_<f> (resumable like the levels)."""
   train = sources.make_source(config.dataset, config.dataset.train_split)
   folds = np.array_split(np.random.default_rng(config.seed).permutation(len(train)), config.cv_folds)
   accuracy = []
   for f, held_out in enumerate(folds):
     rest = np.concatenate([x for g, x in enumerate(folds) if g != f])
-    state = population.train(pop, config.dataset, seeds_of(config), 0.0, total, config.batch_size,
-                             source=population.Subset(train, tuple(int(i) for i in rest)))
-    preds, _, labels, _ = predict(config, pop, population.variables_of(state),
-                                  source=population.Subset(train, tuple(int(i) for i in held_out)))
+    variables = train_population(config, os.path.join(workdir, "cv", f"fold_{f}"), model, 0.0,
+                                 train_source=Subset(train, tuple(int(i) for i in rest)))
+    preds, _, labels, _ = predict(config, model, variables, source=Subset(train, tuple(int(i) for i in held_out)))
     accuracy.append(float((preds == labels).mean()))
     logging.info("cv fold %d/%d: accuracy %.4f", f + 1, config.cv_folds, accuracy[-1])
   return {"folds": config.cv_folds, "accuracy": accuracy, "accuracy_mean": float(np.mean(accuracy)),
           "accuracy_std": float(np.std(accuracy))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Subset:
+  """Rows `indices` of a random-access source (the folds of k-fold CV); picklable for grain."""
+  source: Any
+  indices: tuple
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.source[self.indices[index]]

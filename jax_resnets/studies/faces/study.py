@@ -10,13 +10,12 @@ epochs and the best checkpoint (orbax, DIR/best) is the one used afterwards. The
   verification:   threshold chosen on unknown_dev (or `faces.threshold`), unknown_test
                   predictions -> verification_submission.csv (id,label; n000000 = no match)
   both:           the two in sequence, from the same best checkpoint.
-Writes report.md, results.json and TensorBoard events; resumable like `training.loop`.
-
-The per-device train step is study-specific (metric losses need the embedding, and the
-center-loss centers are non-trainable state kept in `batch_stats` so they are
-checkpointed and replicated); like `training.steps` it pmean's over the `batch` axis
-and runs through `DataParallel.map`.
+Writes report.md, results.json and TensorBoard events. Trained by the core loop
+(training/loop.py: checkpoints, resume, SIGTERM) with the core train step given the face
+losses as its objective; the center-loss centers are non-trainable state kept in
+`batch_stats` (checkpointed and replicated) and updated after each step.
 """
+import copy
 import csv
 import functools
 import json
@@ -28,18 +27,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from jax_resnets import config_lib, models
-from jax_resnets.data import pipeline, sources
-from jax_resnets.studies.faces import verification
-from jax_resnets.training import checkpointing, loop, parallel, preemption, summary
+from jax_resnets.data import sources
 from jax_resnets.studies.faces import losses as face_losses
-from jax_resnets.training.state import create_train_state
-from jax_resnets.training.steps import AXIS, device_mean
+from jax_resnets.studies.faces import verification
+from jax_resnets.training import checkpointing, loop, steps, summary
+from jax_resnets.training.steps import AXIS
 
 TASKS = ("classification", "verification", "both")
 CENTERS = "center_loss_centers"  # batch_stats entry holding the center-loss centers.
@@ -80,78 +76,44 @@ def check_config(config) -> None:
     raise bad("faces.patience", (f.patience, f.early_stopping_mode), "patience >= 1, mode 'min' or 'max'")
 
 
-# ---------------------------------------------------------------- per-device steps
+# ---------------------------------------------------------------- the core step's loss and extra state
 
 
-def split_centers(batch_stats) -> tuple[dict, jax.Array | None]:
-  stats = dict(batch_stats)
-  return stats, stats.pop(CENTERS, None)
+def face_loss(loss_cfg):
+  """The core train step's objective: the face losses of `config.loss` on logits and embedding."""
+  def loss_fn(logits, aux, batch, batch_stats):
+    return face_losses.total_loss(loss_cfg, logits, aux["features"], batch["label"], batch_stats.get(CENTERS))
+  return loss_fn
 
 
-def train_step(state, batch: dict, loss_cfg, seed: int):
-  """One step on this device's shard: face loss, grads/BN stats/centers averaged over `batch`."""
-  rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step), lax.axis_index(AXIS))
-  stats, centers = split_centers(state.batch_stats)
-  labels = batch["label"]
-
-  def loss_fn(params):
-    (logits, out), updates = state.apply_fn({"params": params, "batch_stats": stats}, batch["image"], train=True,
-                                            mutable=["batch_stats"], rngs={"dropout": rng})
-    loss, parts = face_losses.total_loss(loss_cfg, logits, out["features"], labels, centers)
-    return loss, (logits, out["features"], updates["batch_stats"], parts)
-
-  (loss, (logits, features, new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads, new_stats, loss, parts = device_mean((grads, new_stats, loss, parts))
-  if centers is not None:  # Sums over the global batch: N devices update as one would.
-    diff_sum, counts = lax.psum(face_losses.center_update_terms(features, labels, centers), AXIS)
-    new_stats[CENTERS] = face_losses.update_centers(centers, diff_sum, counts, loss_cfg.center_alpha)
-  new_state = state.apply_gradients(grads, new_stats, value=loss)
-  metrics = {"loss": loss, **parts}
-  if logits is not None:
-    metrics["accuracy"] = device_mean(jnp.mean(jnp.argmax(logits, -1) == labels))
-  return new_state, metrics
-
-
-def eval_step(state, batch: dict):
-  """(psum'd accuracy sums over labelled real rows, {logits, features, label} of this shard)."""
-  stats, _ = split_centers(state.batch_stats)
-  logits, out = state.apply_fn({"params": state.params, "batch_stats": stats}, batch["image"], train=False)
-  valid = batch["mask"] * (batch["label"] >= 0)
-  sums = {"accuracy": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * valid), "count": jnp.sum(valid)}
-  return lax.psum(sums, AXIS), {"logits": logits, "features": out["features"], "label": batch["label"]}
-
-
-def compile_steps(dp: parallel.DataParallel, config) -> parallel.DataParallel:
-  dp.train_step = dp.map(functools.partial(train_step, loss_cfg=config.loss, seed=config.seed), (P(), P()),
-                         donate_state=True)
-  dp.eval_step = dp.map(eval_step, (P(), P(AXIS)))
-  return dp
-
-
-# ---------------------------------------------------------------- building
+def update_centers(loss_cfg):
+  """After each step: the center-loss centers (kept in `batch_stats`, so checkpointed and replicated)
+  move towards this step's embeddings, summed over the global batch (N devices update as one)."""
+  def after_update(state, outputs, batch):
+    centers = state.batch_stats[CENTERS]
+    diff_sum, counts = lax.psum(face_losses.center_update_terms(outputs["features"], batch["label"], centers), AXIS)
+    new = face_losses.update_centers(centers, diff_sum, counts, loss_cfg.center_alpha)
+    return state.replace(batch_stats={**state.batch_stats, CENTERS: new})
+  return after_update
 
 
 def build(config, workdir: str) -> loop.Run:
-  """Model, optimizer (+ centers), data, checkpoints (best by the stopping metric); resumes."""
-  dp = compile_steps(loop.data_parallel(config), config)
-  num_classes = sources.spec(config.dataset).num_classes
-  model = models.build_model(config.model, num_classes, bn_axis_name=AXIS, backend=config.backend)
-  steps_per_epoch, total_steps, schedule, tx = loop.optimizer_plan(config)
-  # Jitted init: one compilation instead of eager op-by-op dispatch (2.2x faster, BUILD_NOTES_faces).
-  state = jax.jit(lambda rng: create_train_state(rng, model, loop.image_shape(config.dataset), tx))(
-      jax.random.key(config.seed))
-  if config.loss.center_weight:
-    dim = jax.eval_shape(lambda: model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                             jnp.zeros((1, *loop.image_shape(config.dataset)))))[1]["features"].shape[-1]
-    state = state.replace(batch_stats={**state.batch_stats, CENTERS: jnp.zeros((num_classes, dim), jnp.float32)})
-  train_iter = pipeline.train_iterator(config.dataset, config.batch_size // jax.process_count(), config.seed,
-                                       jax.process_index(), jax.process_count())
-  ckpt_cfg = ml_collections.ConfigDict(config.checkpoint.to_dict())
-  ckpt_cfg.update(best_metric=stopping_metric(config), best_mode=config.faces.early_stopping_mode, best_k=1)
-  ckpt = checkpointing.Checkpointer(workdir, ckpt_cfg)
-  state, train_iter = ckpt.restore_latest(state, train_iter)
-  return loop.Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
-                  steps_per_epoch, total_steps)
+  """The core loop's run with the face losses (+ centers); best checkpoint by the stopping metric."""
+  model = models.build_model(config.model, sources.spec(config.dataset).num_classes, bn_axis_name=AXIS,
+                             backend=config.backend)
+
+  def add_centers(state):
+    if not config.loss.center_weight:
+      return state
+    shape = jax.eval_shape(lambda: state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                                                  jnp.zeros((1, *loop.image_shape(config.dataset)))))
+    dim = shape[1]["features"].shape[-1]
+    centers = jnp.zeros((sources.spec(config.dataset).num_classes, dim), jnp.float32)
+    return state.replace(batch_stats={**state.batch_stats, CENTERS: centers})
+
+  train_step = functools.partial(steps.train_step, loss_fn=face_loss(config.loss),
+                                 after_update=update_centers(config.loss) if config.loss.center_weight else None)
+  return loop.build(config, workdir, model=model, train_step=train_step, prepare_state=add_centers)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -248,57 +210,16 @@ class EarlyStopping:
     return self.state["stopped_at"] is not None
 
 
-def end_of_epoch(run: loop.Run, state, step: int, meter: loop.Meter, stopper: EarlyStopping) -> tuple[dict, bool]:
-  train = meter.flush(step) if meter.buffer else {}
-  metrics = validate(run, state)
-  run.writer.scalars(step, metrics)
-  logging.info("epoch %d: %s", step // run.steps_per_epoch, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-  host_state = run.dp.unreplicate(state)
-  run.ckpt.save_best(step, host_state, metrics)
-  run.ckpt.save(step, host_state, run.train_iter)
-  run.ckpt.wait()  # The stopping state below must never run ahead of the checkpoints.
-  return {**train, **metrics}, stopper.update(step, metrics)
-
-
-def train(run: loop.Run, stopper: EarlyStopping) -> dict:
-  """Steps until total_steps or early stop; returns the last epoch's metrics."""
-  start, last = int(run.state.step), {}
-  if stopper.state["stopped_at"] is not None:
-    return last
-  state, meter = run.dp.replicate(run.state), loop.Meter(run, start)
-  for step in range(start + 1, run.total_steps + 1):
-    state, metrics = run.dp.train_step(state, run.dp.shard(next(run.train_iter)))
-    meter.add(metrics)
-    if meter.t0 is None:  # Exclude compilation from throughput.
-      jax.block_until_ready(metrics)
-      meter.t0, meter.step0, meter.buffer = time.time(), step, []
-    run.state = state
-    if step % run.steps_per_epoch == 0 or step == run.total_steps:
-      last, stop = end_of_epoch(run, state, step, meter, stopper)
-      if stop:
-        logging.info("early stop at step %d: %s did not improve for %d epochs", step, stopper.metric, stopper.patience)
-        break
-    elif step % run.config.log_every_steps == 0 and meter.buffer:
-      meter.flush(step)
-    if preemption.stop_requested() and step < run.total_steps:
-      run.ckpt.save(step, run.dp.unreplicate(state), run.train_iter)
-      run.ckpt.wait()
-      raise preemption.Preempted(f"stopped at step {step}; checkpoint saved in {run.workdir}/checkpoints; "
-                                 "re-run the same command to resume")
-  return last
-
-
 def restore_best(run: loop.Run):
   """The train state with the params/batch_stats of the best evaluation (replicated)."""
-  step = run.ckpt.best.best_step()
   state = jax.device_get(run.dp.unreplicate(run.state))
-  if step is None:
+  try:
+    step, best = checkpointing.restore_best(run.workdir, run.config.checkpoint,
+                                            {"params": state.params, "batch_stats": state.batch_stats})
+  except FileNotFoundError:
     return run.dp.replicate(state)
-  tree = {"params": state.params, "batch_stats": state.batch_stats}
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-  restored = run.ckpt.best.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   logging.info("Using the best checkpoint: step %d.", step)
-  return run.dp.replicate(state.replace(**restored["state"]))
+  return run.dp.replicate(state.replace(**best))
 
 
 # ---------------------------------------------------------------- outputs
@@ -368,13 +289,18 @@ def write_report(workdir: str, results: dict) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train (early stopping), restore the best checkpoint, classify and/or verify, report."""
   check_config(config)
-  preemption.install_sigterm_handler()
+  config = copy.deepcopy(config)
+  with config.unlocked():  # The best checkpoint is the one early stopping keeps.
+    config.checkpoint.update(best_metric=stopping_metric(config), best_mode=config.faces.early_stopping_mode, best_k=1)
   t0, r = time.time(), build(config, workdir)
   stopper = EarlyStopping(workdir, stopping_metric(config), config.faces.early_stopping_mode, config.faces.patience)
-  start = int(r.state.step)
-  if start == 0:
-    r.writer.hparams(config, (stopping_metric(config),))
-  train(r, stopper)
+
+  def on_epoch_end(step: int, metrics: dict) -> bool:
+    r.ckpt.wait()  # The stopping state must never run ahead of the checkpoints.
+    return stopper.update(step, metrics)
+
+  if stopper.state["stopped_at"] is None:
+    loop.train_and_evaluate(config, workdir, run=r, validate=validate, on_epoch_end=on_epoch_end)
   state, final = restore_best(r), {}
   if config.faces.task in ("classification", "both"):
     final.update(classify(r, state))
@@ -388,11 +314,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "wall_time_s": time.time() - t0, "files": files,
              "num_params": models.parameter_count(jax.device_get(r.dp.unreplicate(state)).params),
              "config": config.to_dict()}
-  r.writer.scalars(results["steps_run"], {f"final/{k}": v for k, v in final.items() if math.isfinite(v)})
+  writer = summary.Writer(workdir)
+  writer.scalars(results["steps_run"], {f"final/{k}": v for k, v in final.items() if math.isfinite(v)})
+  writer.close()
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2, default=str)
     write_report(workdir, results)
-  r.writer.close()
-  r.ckpt.close()
   return results

@@ -24,16 +24,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
-from jax.sharding import PartitionSpec as P
 
 from jax_resnets import config_lib, models
 from jax_resnets.data import sources
 from jax_resnets.studies.hierarchy import metrics as hier
 from jax_resnets.studies.hierarchy import heads
 from jax_resnets.studies.hierarchy import phinet
-from jax_resnets.training import loop, optim, steps
+from jax_resnets.training import checkpointing, freeze, loop, steps
 
 STAGES = ("stage1", "stage2", "stage3")
 LOSSES = {"stage2": "parent", "stage3": "parent_child"}
@@ -101,24 +99,26 @@ def build_model(config: ml_collections.ConfigDict, h: hier.Hierarchy) -> heads.H
   return heads.HeadedClassifier(backbone, heads.build_head(head_cfg, num_fine, h.groups), frozen_backbone=frozen)
 
 
-def hierarchy_loss(logits, aux, batch, parent_of, child_of, parent_weight: float, child_weight: float):
-  """Per-example parent_weight * CE(parent) + child_weight * CE(child of the true parent)."""
-  del logits
+def hierarchy_loss(logits, aux, batch, batch_stats, parent_of, child_of, parent_weight: float, child_weight: float):
+  """Mean of parent_weight * CE(parent) + child_weight * CE(child of the true parent) (no extra metrics)."""
+  del logits, batch_stats
   parent, child = parent_of[batch["label"]], child_of[batch["label"]]
   loss = parent_weight * steps.cross_entropy(aux["parent_logits"], parent)
   if child_weight:
     true_parent_children = jnp.take_along_axis(aux["child_logits"], parent[:, None, None], axis=1)[:, 0]
     loss = loss + child_weight * steps.cross_entropy(true_parent_children, child)
-  return loss
+  return loss.mean(), {}
 
 
-def compile_hierarchy_step(run: loop.Run, h: hier.Hierarchy, stage: str) -> None:
-  """Swaps the run's train step for the same core step with the stage's hierarchy loss."""
-  c = run.config.hierarchy
+def stage_train_step(config: ml_collections.ConfigDict, h: hier.Hierarchy, stage: str):
+  """The core train step with the stage's hierarchy loss (None: stage 1's cross-entropy)."""
+  if stage not in LOSSES:
+    return None
+  c = config.hierarchy
   loss = functools.partial(hierarchy_loss, parent_of=jnp.asarray(h.parent_of), child_of=jnp.asarray(h.child_of),
                            parent_weight=c.parent_weight if stage == "stage3" else 1.0,
                            child_weight=c.child_weight if stage == "stage3" else 0.0)
-  run.dp.train_step = run.dp.map(functools.partial(steps.train_step, loss_fn=loss), (P(), P()), donate_state=True)
+  return functools.partial(steps.train_step, loss_fn=loss)
 
 
 def stage_freeze(config: ml_collections.ConfigDict) -> str:
@@ -139,11 +139,9 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, h: hier.Hierarchy
   config = copy.deepcopy(config)
   with config.unlocked():
     config.freeze = stage_freeze(config)
-  r = loop.build(config, workdir, model=build_model(config, h))
-  if int(r.state.step) == 0 and config.init.get("from_workdir"):
-    r.state = init_from_workdir(r.state, config.init.from_workdir)
-  if stage in LOSSES:
-    compile_hierarchy_step(r, h, stage)
+  previous = config.init.get("from_workdir")
+  r = loop.build(config, workdir, model=build_model(config, h), train_step=stage_train_step(config, h, stage),
+                 prepare_state=functools.partial(init_from_workdir, workdir=previous) if previous else None)
   results = loop.train_and_evaluate(config, workdir, run=r)
   metrics = score(r, h)
   host = r.dp.unreplicate(r.state)
@@ -162,7 +160,8 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, h: hier.Hierarchy
 def score(r: loop.Run, h: hier.Hierarchy) -> dict:
   """Hierarchy metrics on the eval split: `flat` for stage1, `hard` and `soft` after."""
   split = r.config.dataset.eval_split
-  _, logits = loop.evaluate(r, r.state, split)
+  _, outputs = loop.evaluate(r, r.state, split)
+  logits = outputs["logits"]
   source = sources.make_source(r.config.dataset, split)
   labels = np.array([int(source[i]["label"]) for i in range(len(source))])
   if r.config.hierarchy.stage == "stage1":
@@ -170,22 +169,12 @@ def score(r: loop.Run, h: hier.Hierarchy) -> dict:
   return {routing: hier.metrics(logits, labels, h, routing) for routing in hier.ROUTINGS}
 
 
-def latest_state(workdir: str) -> tuple[dict, int]:
-  """The saved state tree (params, batch_stats, ...) of `workdir`'s newest checkpoint, and its step."""
-  path = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(path, item_names=("state", "data")) if os.path.isdir(path) else None
-  step = manager.latest_step() if manager else None
-  if step is None:
-    raise config_lib.ConfigError(f"config error: init.from_workdir={workdir!r} has no checkpoint "
-                                 f"(expected {path}/<step>/state from a finished earlier stage)")
-  saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  manager.close()
-  return saved, step
-
-
 def init_from_workdir(state, workdir: str):
   """params / batch_stats of `workdir`'s latest checkpoint, matched by path and shape."""
-  saved, step = latest_state(workdir)
+  try:
+    saved, step = checkpointing.read_latest(workdir)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(f"config error: init.from_workdir={workdir!r}: {e}") from e
   params, n_params = merge(state.params, saved["params"])
   batch_stats, _ = merge(state.batch_stats, saved.get("batch_stats", {}))
   if not n_params:
@@ -198,12 +187,12 @@ def init_from_workdir(state, workdir: str):
 
 def merge(target, saved) -> tuple[object, int]:
   """`target` with every leaf that `saved` has at the same path and shape replaced."""
-  saved_leaves = {optim.param_path(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved)}
+  saved_leaves = {freeze.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved)}
   count = 0
 
   def pick(path, x):
     nonlocal count
-    v = saved_leaves.get(optim.param_path(path))
+    v = saved_leaves.get(freeze.path_str(path))
     if v is None or tuple(v.shape) != tuple(x.shape):
       return x
     count += 1
