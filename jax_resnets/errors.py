@@ -4,7 +4,8 @@ from jax_resnets.data.sources import DataError
 from jax_resnets.training.checkpointing import CheckpointError
 from jax_resnets.training.loop import NonFiniteLoss
 from jax_resnets.training.preemption import Preempted
+from jax_resnets.workdir import WorkdirError
 
-USER_ERRORS = (ConfigError, DataError, NonFiniteLoss, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, NonFiniteLoss, CheckpointError, WorkdirError, FileNotFoundError)
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "NonFiniteLoss", "Preempted", "USER_ERRORS"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "NonFiniteLoss", "Preempted", "USER_ERRORS", "WorkdirError"]

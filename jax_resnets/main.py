@@ -4,6 +4,10 @@ Any config value can be overridden with `--config.key=value`. A bad key or value
 one line naming it and exits with status 2; a preempted run (SIGTERM) saves a checkpoint
 and exits with status 143; re-running the same command resumes.
 """
+import errno
+import functools
+import logging as std_logging
+import os
 import sys
 
 from jax_resnets.cpu import xla_flags
@@ -20,16 +24,57 @@ config_flags.DEFINE_config_file("config", None, "Study config file (configs/*.py
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.logging.Filter):
-  """Drops INFO chatter of orbax/grain/jax so the progress lines stay readable."""
+# Libraries whose python loggers (jax's `logging.getLogger(__name__)`) are set to WARNING; what
+# they log through absl's logger (orbax, grain, flax) is dropped by _QuietLibraries instead.
+NOISY_LOGGERS = ("orbax", "grain", "jax", "flax", "tensorstore", "etils", "tensorflow_datasets")
+_PROJECT_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 
-  def filter(self, record) -> bool:
-    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax", "flax"))
-    return record.levelno >= logging.WARNING or not noisy
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops library INFO chatter (orbax saves, grain, jax) so the progress lines stay readable.
+
+  `record.levelno` is a python logging level (INFO 20, WARNING 30), not absl's verbosity
+  scale (absl's WARNING is -1). The project's own records (files under jax_resnets/) and
+  every WARNING+ pass. A library's traceback (orbax logs one per failed background write,
+  before the error reaches main) is cut to its last line: main prints the error itself.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if _from_project(record.pathname, record.name):
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    if record.exc_info and record.exc_info[1] is not None:
+      error = record.exc_info[1]
+      record.msg, record.args = f"{record.getMessage()} [{type(error).__name__}]", ()
+      record.exc_info = record.exc_text = None
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_project(pathname: str, name: str) -> bool:
+  return name.startswith("jax_resnets") or os.path.realpath(pathname).startswith(_PROJECT_DIR)
+
+
+def quiet_libraries() -> None:
+  """Installs _QuietLibraries where records are printed: absl's handler and every root handler.
+
+  A filter on the absl *logger* alone misses python-logging records (jax's), which reach the
+  root handlers without passing the absl logger's filters.
+  """
+  quiet = _QuietLibraries()
+  logging.get_absl_logger().addFilter(quiet)
+  for handler in {logging.get_absl_handler(), *std_logging.getLogger().handlers}:
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+      handler.addFilter(quiet)
+  for name in NOISY_LOGGERS:
+    logger = std_logging.getLogger(name)
+    if logger.getEffectiveLevel() < std_logging.WARNING:
+      logger.setLevel(std_logging.WARNING)
 
 
 def main(argv) -> int:
-  logging.get_absl_logger().addFilter(_QuietLibraries())
+  quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from jax_resnets import backend, errors, studies
@@ -48,7 +93,34 @@ def main(argv) -> int:
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except (OSError, ValueError) as e:
+    if not disk_full(e):
+      raise
+    print(f"error: disk full (no space left on device) while writing to the workdir "
+          f"{os.path.abspath(FLAGS.workdir)}; free space and run the same command again to resume from "
+          "the last complete checkpoint", file=sys.stderr)
+    return 2
   return 0
+
+
+# tensorstore's ValueError: "RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']".
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "os_error_code='28'", "os_error_code='122'")
+
+
+def disk_full(error: BaseException) -> bool:
+  """A full disk or quota, from the OS (OSError) or tensorstore/orbax (ValueError with its text).
+
+  Follows __cause__ / __context__: orbax re-raises a failed async write wrapped in other types.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(marker in str(error) for marker in _DISK_FULL):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def one_line(error: BaseException, argv: list[str]) -> str:
