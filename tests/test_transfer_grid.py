@@ -23,13 +23,17 @@ def test_smoke_grid_writes_report_with_six_cells(tmp_path, capsys):
   report = open(os.path.join(root, "report", "report.md")).read()
   for cell in CELLS:
     assert f"| {cell} |" in report
-  for section in ("## Best accuracy/compute trade-off", "## Pretrained vs random",
+  for section in ("## Accuracy with 95% intervals", "## Best accuracy/compute trade-off", "## Pretrained vs random",
                   "## Which fine-tuning depth transfers best"):
     assert section in report
+  # One run per cell and no per-example predictions: no interval, so no cell is named the most accurate.
+  assert "Most accurate" not in report and ("No winner named" in report or "**Tie**" in report)
   for png in ("accuracy.png", "loss.png", "tradeoff.png"):
     with open(os.path.join(root, "report", png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  rows = {r["run"]: r for r in json.load(open(os.path.join(root, "report", "summary.json")))}
+  summary = json.load(open(os.path.join(root, "report", "summary.json")))
+  assert summary["study"] == "classification"
+  rows = {r["run"]: r for r in summary["rows"]}
   head, full = rows["pretrained_head_only"], rows["pretrained_full"]
   assert head["init"] == "pretrained" and rows["random_head_only"]["init"] == "random"
   assert head["trainable_params"] < rows["pretrained_final_block"]["trainable_params"] < full["trainable_params"]
