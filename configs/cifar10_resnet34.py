@@ -28,18 +28,34 @@ Add `,synthetic` (`:study,synthetic`, `:strong,synthetic`) to smoke-test a recip
 CPU: the `:synthetic` data/model sizes and 2 epochs, with the recipe's schedule epochs
 (decay epochs, warm-up) scaled to the 2 epochs. Measured on 2 CPU cores: see BUILD_NOTES.md.
 
-Feature extraction vs fine-tuning from torchvision's ImageNet ResNet-34 weights (the transfer
-study's freeze modes; needs the ImageNet stem so conv1 is 7x7; never downloads the file):
-  feature extraction: --config.model.stem=imagenet --config.init.checkpoint=resnet34-b627a593.pth \
-                      --config.freeze=head_only
-  fine-tuning:        --config.model.stem=imagenet --config.init.checkpoint=resnet34-b627a593.pth \
-                      --config.freeze=full --config.optim.learning_rate=0.01
-  (`--config.freeze=final_block` trains layer4 + fc; larger inputs such as
-  `--config.dataset.image_size=64` suit the ImageNet stem better than 32x32.)
+`:transfer` is feature extraction vs fine-tuning from torchvision's ImageNet ResNet-34
+weights (`resnet34-b627a593.pth`, in $JAX_RESNETS_WEIGHTS or torch hub's cache; never
+downloaded), as a grid of two cells run by launch/grid.py, which then compares them
+(ROOT/report, `python -m jax_resnets.compare`):
+  python launch/grid.py --config=configs/cifar10_resnet34.py:transfer --workdir=/tmp/r34_transfer
+  python launch/grid.py --config=configs/cifar10_resnet34.py:transfer,synthetic --workdir=/tmp/r34_tsmoke
+  feature_extraction: freeze=head_only (only the new 10-class fc trains), SGD lr 0.1;
+  fine_tuning:        freeze=full (every layer trains from the imported weights), SGD lr 0.01.
+Both use the ImageNet stem (7x7 conv1 + max pool, as the weights), images resized to 224x224
+(the weights' resolution; `-- --config.dataset.image_size=64` is ~12x cheaper), 10 cosine
+epochs, batch 128. `--config=configs/cifar10_resnet34.py:transfer` with `jax_resnets.main` runs
+the feature-extraction cell alone. `:transfer,synthetic` is the offline smoke grid: ResNet-34 of
+width 4 on 64 synthetic 32x32 images, 2 epochs of 2 steps per cell, from a random ResNet-34
+written in torchvision's layout by `prepare` (the whole import path, no ImageNet knowledge);
+it is meant for launch/grid.py (the cells point at that file; alone it has no checkpoint).
+(`--config.freeze=final_block` trains layer4 + fc.)
 """
+import os
+
 from jax_resnets import config_lib
 
-ARGS = ("synthetic", "study", "strong", "study,synthetic", "strong,synthetic")
+ARGS = ("synthetic", "study", "strong", "study,synthetic", "strong,synthetic", "transfer", "transfer,synthetic")
+WEIGHTS = "resnet34-b627a593.pth"  # torchvision's IMAGENET1K_V1 ResNet-34.
+SMOKE_WEIGHTS = "synthetic-resnet34-w4-torchvision-layout.safetensors"
+TRANSFER_CELLS = {  # name -> (freeze, SGD learning rate)
+    "feature_extraction": ("head_only", 0.1),
+    "fine_tuning": ("full", 0.01),
+}
 
 
 def study(config) -> None:
@@ -58,6 +74,30 @@ def strong(config) -> None:
   config.dataset.update(mixup_alpha=0.2, cutmix_alpha=1.0, mix_prob=0.5)
   config.label_smoothing = 0.1
   config.num_epochs = 200
+
+
+def transfer(config) -> None:
+  """From ImageNet weights: their stem and resolution, a short cosine run; feature extraction alone."""
+  config.model.stem = "imagenet"
+  config.dataset.image_size = 224
+  config.dataset.augment = ("crop", "flip")
+  config.optim.update(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
+                      schedule="cosine", warmup_epochs=0.0)
+  config.init.checkpoint = WEIGHTS
+  config.freeze = "head_only"
+  config.num_epochs = 10
+
+
+def transfer_synthetic(config) -> None:
+  """The offline smoke grid's cells: tiny ResNet-34, 32x32, 2 epochs of 2 steps, one device."""
+  config.dataset.update(synthetic=True, synthetic_sizes={"train": 64, "test": 32}, image_size=0,
+                        augment=("flip",))
+  config.model.width = 4
+  config.init.checkpoint = None  # The grid's cells point at `prepare`'s stand-in file.
+  config.batch_size = 32
+  config.num_epochs = 2
+  config.log_every_steps = 2  # = steps per epoch (1 would flush the compile-excluded, empty first step)
+  config.num_devices = 1
 
 
 def synthetic(config, shrink_schedule: bool = False) -> None:
@@ -90,6 +130,29 @@ def get_config(arg: str | None = None):
     study(config)
   if "strong" in parts:
     strong(config)
-  if "synthetic" in parts:
+  if "transfer" in parts:
+    transfer(config)
+    if "synthetic" in parts:
+      transfer_synthetic(config)
+  elif "synthetic" in parts:
     synthetic(config, shrink_schedule=len(parts) > 1)
   return config
+
+
+def get_grid(arg: str | None = None) -> dict[str, dict]:
+  """`:transfer[,synthetic]` as a launch/grid.py grid: cell name -> overrides ("{root}": grid dir)."""
+  if arg not in ("transfer", "transfer,synthetic"):
+    raise ValueError(f"configs/cifar10_resnet34.py: only :transfer and :transfer,synthetic are grids, "
+                     f"not {arg!r}")
+  weights = os.path.join("{root}", SMOKE_WEIGHTS) if "synthetic" in arg else WEIGHTS
+  return {name: {"freeze": freeze, "optim.learning_rate": lr, "init.checkpoint": weights}
+          for name, (freeze, lr) in TRANSFER_CELLS.items()}
+
+
+def prepare(root: str, arg: str | None = None) -> None:
+  """Smoke grid only: a random ResNet-34 in torchvision's layout stands in for the ImageNet file."""
+  if arg == "transfer,synthetic" and not os.path.exists(os.path.join(root, SMOKE_WEIGHTS)):
+    from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top
+    config = get_config(arg)
+    torchvision_import.write_random_checkpoint(os.path.join(root, SMOKE_WEIGHTS), config.model.depth,
+                                               config.model.width, num_classes=1000, seed=1)

@@ -1,4 +1,4 @@
-"""configs/cifar10_resnet34.py: the study's recipe, the strong recipe, and their smoke variants."""
+"""configs/cifar10_resnet34.py: the study's recipe, the strong recipe, the transfer grid, smoke variants."""
 import importlib.util
 import os
 
@@ -13,10 +13,7 @@ PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 def get_config(arg=None):
-  spec = importlib.util.spec_from_file_location("cifar10_resnet34", PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = load_module().get_config(arg)
   config_lib.validate(config)
   return config
 
@@ -61,3 +58,36 @@ def test_smoke_variants_shrink_the_schedule_and_mix_labels():
 def test_unknown_argument():
   with pytest.raises(ValueError, match="unknown argument 'fast'"):
     get_config("fast")
+
+
+def load_module():
+  spec = importlib.util.spec_from_file_location("cifar10_resnet34", PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_transfer_starts_from_imagenet_weights_with_their_stem():
+  config = load_module().get_config("transfer")
+  assert (config.model.depth, config.model.stem, config.dataset.image_size) == (34, "imagenet", 224)
+  assert config.init.checkpoint == "resnet34-b627a593.pth" and config.freeze == "head_only"
+  assert config.model.conv == "default" and not config.dataset.synthetic
+
+
+def test_transfer_grid_cells_are_feature_extraction_and_fine_tuning():
+  module = load_module()
+  grid = module.get_grid("transfer")
+  assert {n: c["freeze"] for n, c in grid.items()} == {"feature_extraction": "head_only", "fine_tuning": "full"}
+  assert {c["init.checkpoint"] for c in grid.values()} == {"resnet34-b627a593.pth"}
+  assert grid["fine_tuning"]["optim.learning_rate"] < grid["feature_extraction"]["optim.learning_rate"]
+  smoke = module.get_grid("transfer,synthetic")
+  assert all(c["init.checkpoint"].startswith("{root}") for c in smoke.values())
+  with pytest.raises(ValueError, match="only :transfer"):
+    module.get_grid("synthetic")
+
+
+def test_transfer_without_the_weights_file_names_it(monkeypatch, tmp_path):
+  monkeypatch.setenv("JAX_RESNETS_WEIGHTS", str(tmp_path))
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="resnet34-b627a593.pth"):
+    config_lib.validate(load_module().get_config("transfer"))

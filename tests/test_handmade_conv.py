@@ -120,11 +120,20 @@ def test_resnet_with_handmade_convs_gives_same_logits(depth, stem, size):
 
 def test_config_selects_the_conv():
   config = config_lib.base_config()
-  assert config.model.conv == "auto"  # nn.Conv's values; im2col only on <= 2x2 maps (models/fast_ops.py)
-  config.model.update(depth=18, stem="cifar", width=4, conv="handmade")
+  # "default": the backend's conv (config.backend picks how it runs); "handmade": the study's im2col.
+  assert config.model.get("conv", "default") == "default"
+  config.model.update(depth=18, stem="cifar", width=4)
+  config_lib.validate(config)
+  default = registry.build_model(config.model, num_classes=10)
+  assert default.conv is not handmade_conv.HandmadeConv
+  config.model.conv = "default"
+  config_lib.validate(config)
+  assert registry.build_model(config.model, num_classes=10).conv is default.conv
+  config.model.conv = "handmade"
   config_lib.validate(config)
   model = registry.build_model(config.model, num_classes=10)
   assert model.conv is handmade_conv.HandmadeConv
-  config.model.conv = "winograd"
-  with pytest.raises(config_lib.ConfigError, match="model.conv"):
-    config_lib.validate(config)
+  for bad in ("winograd", "auto", "xla"):  # "auto"/"xla" were conv values once; now config.backend's.
+    config.model.conv = bad
+    with pytest.raises(config_lib.ConfigError, match="model.conv"):
+      config_lib.validate(config)
