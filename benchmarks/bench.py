@@ -23,12 +23,17 @@ import sys
 import time
 from typing import Callable
 
-from jax_resnets.cpu import xla_flags
+import os
 
-# `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets; `--nomalloc_tuning`
-# keeps glibc malloc's defaults (for both contenders: they share the process).
-xla_flags.os.environ["JAX_RESNETS_MALLOC_TUNING"] = "0" if "--nomalloc_tuning" in sys.argv else "1"
-xla_flags.configure(eval_only="--mode=eval" in sys.argv)
+from jax_resnets import backend
+
+# Read from argv before JAX starts: `--backend` decides the process settings (the CPU backend's XLA
+# flags), `--mode=eval` times the flags an eval-only process (jax_resnets.evaluate) gets, and glibc
+# malloc tuning (opt-in for training runs: JAX_RESNETS_MALLOC_TUNING=1) is on here unless
+# `--nomalloc_tuning` (for both contenders: they share the process).
+os.environ["JAX_RESNETS_MALLOC_TUNING"] = "0" if "--nomalloc_tuning" in sys.argv else "1"
+_BACKEND_ARG = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--backend=")), "auto")
+backend.configure_process(_BACKEND_ARG, eval_only="--mode=eval" in sys.argv)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
@@ -38,6 +43,7 @@ import numpy as np
 import optax
 from absl import flags
 
+from jax_resnets.cpu.xla_flags import allocator
 from jax_resnets.models import registry
 from jax_resnets.studies.resnet34.timing import random_variables
 from jax_resnets.training import parallel
@@ -53,9 +59,8 @@ _WIDTH = flags.DEFINE_integer("width", 64, "Channels of layer1.", flag_values=FL
 _CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the fc head.", flag_values=FLAGS)
 _MODE = flags.DEFINE_enum("mode", "both", ["train", "eval", "both"], "Which steps to time.", flag_values=FLAGS)
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).", flag_values=FLAGS)
-_CONV = flags.DEFINE_string("conv", None, "model.conv (default: the config default).", flag_values=FLAGS)
-_POOL = flags.DEFINE_string("pool", None, "model.pool (default: the config default).", flag_values=FLAGS)
-_NORM = flags.DEFINE_string("norm", None, "model.norm (default: the config default).", flag_values=FLAGS)
+_BACKEND = flags.DEFINE_enum("backend", "auto", list(backend.NAMES), "config.backend of the JAX contender "
+                             "(read from argv before JAX starts).", flag_values=FLAGS)
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "Also time PyTorch eager, interleaved; print the ratio.", flag_values=FLAGS)
 _CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in channels_last memory format.", flag_values=FLAGS)
 _POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
@@ -73,9 +78,6 @@ def model_config() -> ml_collections.ConfigDict:
   cfg = config_lib.base_config().model
   cfg.update(name="resnet", depth=int(_MODEL.value.removeprefix("resnet")), stem=_STEM.value,
              width=_WIDTH.value, dtype=_DTYPE.value)
-  for key, flag in (("conv", _CONV), ("pool", _POOL), ("norm", _NORM)):
-    if flag.value is not None:
-      cfg[key] = flag.value
   return cfg
 
 
@@ -93,7 +95,8 @@ def train_state(model, image: int, tx) -> TrainState:
   variables = jax.device_put(random_variables(abstract))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                    opt_state=tx.init(params), apply_fn=model.apply, tx=tx)
+                    opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)), apply_fn=model.apply,
+                    tx=tx)
 
 
 def compile_fn(jitted, *args) -> tuple[Callable, float, float]:
@@ -114,9 +117,9 @@ def _compiled_setup(model):
 
 
 def reference_flops(cfg: ml_collections.ConfigDict, modes: list[str]) -> dict[str, float]:
-  """FLOPs per step from XLA's cost analysis of the same steps with model.conv='xla': the oneDNN
+  """FLOPs per step from XLA's cost analysis of the same steps on the xla backend: the oneDNN
   convs (jax_resnets/cpu/onednn.py) are custom calls, which the cost analysis does not count."""
-  model = registry.build_model(ml_collections.ConfigDict({**cfg.to_dict(), "conv": "xla"}), _CLASSES.value)
+  model = registry.build_model(cfg, _CLASSES.value, backend="xla")
   dp, state, batch = _compiled_setup(model)
   return {m: compile_fn(getattr(dp, f"{m}_step"), state[0], batch)[2] for m in modes}
 
@@ -221,11 +224,10 @@ def report(contenders: dict, times: dict, first: dict, batch: int, memory: dict)
 def single_model() -> None:
   modes = ["train", "eval"] if _MODE.value == "both" else [_MODE.value]
   cfg = model_config()
-  model = registry.build_model(cfg, _CLASSES.value)
+  model = registry.build_model(cfg, _CLASSES.value, backend=_BACKEND.value)
   print(f"{_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} width={_WIDTH.value} "
-        f"dtype={_DTYPE.value} conv={cfg.get('conv')} pool={cfg.get('pool', 'reference')} "
-        f"norm={cfg.get('norm', 'reference')} "
-        f"backend={jax.default_backend()} XLA_FLAGS={xla_flags.os.environ.get('XLA_FLAGS', '')!r}")
+        f"dtype={_DTYPE.value} backend={backend.resolve_name(_BACKEND.value)} platform={jax.default_backend()} "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   contenders = jax_contenders(model, modes, reference_flops(cfg, modes))
   first = warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
   memory = {k: peak_memory_mb() for k in contenders}
@@ -235,22 +237,24 @@ def single_model() -> None:
     contenders.update(torch_side)
   times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   report(contenders, times, first, _BATCH.value, memory)
-  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {xla_flags.allocator()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {allocator()}")
 
 
 def population_contenders(model, ks: list[int], flops_per_model: float) -> dict:
-  """{'K=k': (step, compile_s, flops)} for population.py's vmapped train step."""
+  """{'K=k': (step, compile_s, flops)} for the core train step vmapped over K models (population.py)."""
   from jax_resnets.training import population  # pylint: disable=g-import-not-at-top
-  pop = population.Population(model, optax.sgd(0.01, momentum=0.9), (_IMAGE.value,) * 2 + (3,))
   out = {}
   for k in ks:
-    state = [pop.init(list(range(k)), [0.0] * k)]
+    dp = parallel.DataParallel("shard_map", jax.devices()[:1], num_models=k,
+                               per_model=backend.resolve(_BACKEND.value).per_model).compile_steps()
+    state = [dp.replicate(population.init(list(range(k)), model, (_IMAGE.value,) * 2 + (3,),
+                                          optax.sgd(0.01, momentum=0.9)))]
     one = random_batch(_BATCH.value, _IMAGE.value, _CLASSES.value)
-    batch = {n: jnp.asarray(np.stack([one[n]] * k)) for n in ("image", "label")}
-    compiled, seconds, _ = compile_fn(pop.train_step, state[0], batch, 0)
+    batch = dp.shard({n: np.stack([one[n]] * k) for n in ("image", "label")})
+    compiled, seconds, _ = compile_fn(dp.train_step, state[0], batch)
 
     def step(compiled=compiled, state=state, batch=batch):
-      state[0], metrics = compiled(state[0], batch, 0)
+      state[0], metrics = compiled(state[0], batch)
       return jax.block_until_ready(metrics)
     out[f"K={k}"] = (step, seconds, k * flops_per_model)
   return out
@@ -259,7 +263,7 @@ def population_contenders(model, ks: list[int], flops_per_model: float) -> dict:
 def population_bench() -> None:
   ks = [int(k) for k in _POPULATION.value]
   cfg = model_config()
-  model = registry.build_model(cfg, _CLASSES.value)
+  model = registry.build_model(cfg, _CLASSES.value, backend=_BACKEND.value)
   print(f"population: {_MODEL.value} stem={_STEM.value} image={_IMAGE.value} batch={_BATCH.value} "
         f"width={_WIDTH.value} dtype={_DTYPE.value}, K in {ks}")
   contenders = population_contenders(model, ks, reference_flops(cfg, ["train"])["train"])
@@ -272,7 +276,7 @@ def population_bench() -> None:
     print(f"K={k:<3d} {med * 1e3:8.1f} ms/step  {k * _BATCH.value / med:8.1f} img/s (all models)  "
           f"cost per model {med / k / base:.2f}x K={ks[0]}  K runs' worth: {med / (k * base):.2f}  "
           f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s")
-  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {xla_flags.allocator()}")
+  print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {allocator()}")
 
 
 def main(argv):

@@ -1,6 +1,6 @@
 """The one seam between the model / loop / studies and how ops run: `config.backend`.
 
-  xla   stock flax/XLA: `nn.Conv`, `nn.BatchNorm`, `nn.max_pool`; under `jax.vmap` a population's
+  xla   stock flax/XLA: `nn.Conv`, `nn.BatchNorm` (torch's running variance), `nn.max_pool`; under `jax.vmap` a population's
         convs lower to one batched conv. What every non-CPU platform gets.
   cpu   the CPU speed work of `jax_resnets/cpu/` (oneDNN convs and batch norms, one matmul per
         kernel tap on small maps, a scatter-free max-pool backward; the same values, see
@@ -28,7 +28,7 @@ class Backend:
   """The ops a model is built from, and how a population's per-model function is traced."""
   name: str
   conv: Any = nn.Conv
-  norm: Any = nn.BatchNorm
+  norm: Any = resnet.BatchNorm  # nn.BatchNorm, with torch's running variance
   pool: Callable = resnet.max_pool_3x3_s2
   norm_relu: Callable | None = None  # fn(norm_module, x) -> relu(norm_module(x)) in one op
   per_model: Callable = lambda fn: fn  # wraps a one-model fn before it is vmapped over models
@@ -67,7 +67,7 @@ def resolve_name(name: str) -> str:
 def resolve(name: str = "xla") -> Backend:
   """`config.backend` -> the Backend whose ops the model is built from."""
   name = resolve_name(name)
-  return XLA if name == "xla" else _cpu().BACKEND
+  return XLA if name == "xla" else _cpu().backend()
 
 
 def configure_process(name: str, eval_only: bool = False) -> str:

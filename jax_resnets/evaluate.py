@@ -17,11 +17,6 @@ import json
 import os
 import sys
 
-from jax_resnets.cpu import xla_flags
-
-xla_flags.configure(eval_only=True)
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,7 +25,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from jax_resnets import config_lib, models
+from jax_resnets import backend, config_lib, models
 from jax_resnets.data import sources
 from jax_resnets.training import checkpointing, loop, parallel, steps
 from jax_resnets.training.state import TrainState
@@ -57,8 +52,8 @@ def restore_best_state(config: ml_collections.ConfigDict, workdir: str, model) -
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
   step, variables = checkpointing.restore_best(workdir, config.checkpoint, abstract)
   return TrainState(step=jnp.asarray(step, jnp.int32), params=variables["params"],
-                    batch_stats=variables["batch_stats"], opt_state=(), apply_fn=model.apply,
-                    tx=optax.identity())
+                    batch_stats=variables["batch_stats"], opt_state=(), rng=jax.random.key_data(jax.random.key(0)),
+                    apply_fn=model.apply, tx=optax.identity())
 
 
 def eval_run(config: ml_collections.ConfigDict, workdir: str, state: TrainState) -> loop.Run:
@@ -109,7 +104,8 @@ def evaluate(workdir: str, split: str | None = None, config: ml_collections.Conf
   model = models.build_model(config.model, num_classes, bn_axis_name=steps.AXIS, backend=config.get("backend", "auto"))
   state = restore_best_state(config, workdir, model)
   run = eval_run(config, workdir, state)
-  metrics, logits = loop.evaluate(run, run.dp.replicate(state), split)
+  metrics, outputs = loop.evaluate(run, run.dp.replicate(state), split)
+  logits = outputs["logits"]
   labels = split_labels(config.dataset, split)
   if len(labels) != len(logits):
     raise RuntimeError(f"{len(logits)} logits for {len(labels)} examples of split {split!r}")
@@ -144,7 +140,9 @@ def main(argv) -> int:
   try:
     if not os.path.isdir(FLAGS.workdir):
       raise FileNotFoundError(f"workdir {FLAGS.workdir} does not exist")
-    summary = evaluate(FLAGS.workdir, FLAGS.split, FLAGS.config)
+    config = FLAGS.config or load_config(FLAGS.workdir)
+    backend.configure_process(config.get("backend", "auto"), eval_only=True)  # Before JAX starts.
+    summary = evaluate(FLAGS.workdir, FLAGS.split, config)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

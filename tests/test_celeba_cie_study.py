@@ -11,6 +11,7 @@ import pytest
 
 from jax_resnets import config_lib, studies
 from jax_resnets.data import celeba, sources
+from testutils import tiny_cie_config
 
 LEVEL = "prune_0.99"
 
@@ -23,15 +24,8 @@ def load_config(arg: str):
 
 
 def tiny_config():
-  config = load_config("smoke")
-  config.dataset.synthetic_sizes = {"train": 64, "test": 80}
-  config.model.width = 4
-  config.batch_size = 8
-  config.num_train_steps = 10
-  config.log_every_steps = 5
-  config.pruning.update(begin_step=2, end_step=8, frequency=2)
-  config.cie.update(num_seeds=2, calibration_examples=8, taxicab_top_fraction=0.2)
-  config.cv_folds = 2  # Reuses the compiled programs: cheap.
+  config = tiny_cie_config()
+  config.cv_folds = 2
   return config
 
 
@@ -57,10 +51,13 @@ def test_study_writes_all_outputs(study):
   levels = list(results["levels"])
   assert levels == ["baseline", "prune_0.3", "prune_0.5", "prune_0.7", "prune_0.9", "prune_0.95", "prune_0.99",
                     "float16", "bfloat16", "int8_hybrid", "int8_fixed"]
-  # TensorBoard curves for every trained model.
+  # Every trained level is a core-loop run: checkpoints, TensorBoard curves (mean and std over models).
   for level in levels[:7]:
-    for seed in (0, 1):
-      assert glob.glob(os.path.join(workdir, "tensorboard", level, f"seed_{seed}", "events.out.tfevents.*")), (level, seed)
+    level_dir = os.path.join(workdir, "levels", level)
+    assert glob.glob(os.path.join(level_dir, "events.out.tfevents.*")) and os.listdir(os.path.join(level_dir, "checkpoints"))
+    with open(os.path.join(level_dir, "results.json")) as f:
+      level_results = json.load(f)
+    assert level_results["seeds"] == [0, 1] and "eval/accuracy_std" in level_results["final"]
   # Achieved sparsity within 1% of every target.
   for level in levels[1:7]:
     meta = results["levels"][level]

@@ -8,7 +8,7 @@ import numpy as np
 from jax_resnets.studies.celeba_cie import pruning
 from jax_resnets.models import registry
 from jax_resnets.studies.celeba_cie import mla_adapter
-from jax_resnets.training import population
+from jax_resnets.training import freeze
 
 
 def config(arg):
@@ -40,11 +40,10 @@ def test_mla_adapter_trains_only_adapter_and_head():
   params, logits, _ = shapes(cfg)
   assert logits.shape == (3, 2) and set(params) == {"backbone", "adapter", "head"}
   total = registry.parameter_count(params)
-  trainable = population.count_trainable(params, tuple(cfg.model.trainable))
+  trainable, _ = freeze.param_counts(params, cfg.freeze)
   adapter_head = registry.parameter_count({"a": params["adapter"], "h": params["head"]})
   assert trainable == adapter_head and trainable < total / 50
-  labels = population.trainable_labels(params, tuple(cfg.model.trainable))
-  assert set(jax.tree.leaves(labels["backbone"])) == {"frozen"}
+  assert not any(jax.tree.leaves(freeze.trainable_mask(params, cfg.freeze)["backbone"]))
   assert params["adapter"]["mla"]["w_dkv"]["kernel"].shape == (64, 16)  # dim -> kv_rank latent.
 
 

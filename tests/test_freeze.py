@@ -33,10 +33,12 @@ def test_frozen_parameters_and_statistics_bit_identical():
   model = resnet.ResNet(depth=18, num_classes=10, stem="cifar", width=WIDTH, bn_axis_name=steps.AXIS)
   variables = random_variables(model)
   tx = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1, momentum=0.9))
+  tx = freeze.optimizer(tx, mode)  # What loop.build does with config.freeze.
   before = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                       batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
-                      apply_fn=model.apply, tx=tx)
-  state = freeze.apply_to_state(before, mode)
+                      rng=jax.random.key_data(jax.random.key(0)),
+                      apply_fn=freeze.frozen_batch_norm(model.apply, mode), tx=tx)
+  state = before
   step = jax.jit(jax.vmap(steps.train_step, in_axes=(None, 0), out_axes=(None, None), axis_name=steps.AXIS))
   rng = np.random.default_rng(1)
   for _ in range(3):
@@ -68,9 +70,22 @@ def test_frozen_backbone_runs_bn_on_running_statistics():
 
 
 def test_full_mode_changes_nothing():
-  state = TrainState(step=0, params={"fc": {"bias": jnp.zeros(3)}}, batch_stats={}, opt_state=(),
-                          apply_fn=print, tx=optax.sgd(0.1))
-  assert freeze.apply_to_state(state, "full") is state
+  tx = optax.sgd(0.1)
+  assert freeze.optimizer(tx, "full") is tx and freeze.frozen_batch_norm(print, "full") is print
+
+
+def test_prefixes_match_whole_path_components():
+  """'layer3.1' trains layer3/1/... but not layer3/10/... (ResNet-152's layer3 has 36 blocks)."""
+  model = resnet.ResNet(depth=152, num_classes=10, stem="cifar", width=4)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  mask = freeze.trainable_mask(params, "layer3.1,fc")
+  assert all(jax.tree.leaves(mask["layer3"]["1"])) and all(jax.tree.leaves(mask["fc"]))
+  for block in ("10", "11", "19", "0", "2"):
+    assert not any(jax.tree.leaves(mask["layer3"][block])), block
+  labels = freeze.optimizer(optax.sgd(0.1), "layer3/1").init(params)  # flax-style prefixes too
+  assert labels is not None
+  with pytest.raises(Exception, match="matches no parameter"):
+    freeze.check(params, "layer3.99")
 
 
 def test_param_counts_and_bad_prefix():

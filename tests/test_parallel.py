@@ -22,8 +22,8 @@ def run_steps(mode: str, devices, batches):
     state, metrics = dp.train_step(state, dp.shard(batch))
     history.append(dp.host_metrics(metrics))
   eval_batch = {**batches[0], "mask": np.ones(len(batches[0]["label"]), np.float32)}
-  sums, logits = dp.eval_step(state, dp.shard(eval_batch))
-  return jax.device_get(dp.unreplicate(state)), history, dp.host_metrics(sums), dp.host_sharded(logits)
+  sums, outputs = dp.eval_step(state, dp.shard(eval_batch))
+  return jax.device_get(dp.unreplicate(state)), history, dp.host_metrics(sums), dp.host_sharded(outputs["logits"])
 
 
 @pytest.fixture(scope="module")

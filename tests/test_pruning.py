@@ -10,7 +10,8 @@ import pytest
 from jax_resnets import config_lib
 from jax_resnets.studies.celeba_cie import pruning
 from jax_resnets.models import registry
-from jax_resnets.training import population
+from jax_resnets.training import freeze, steps
+from jax_resnets.training.state import create_train_state, init_key
 
 
 def test_schedule_begin_middle_end():
@@ -77,31 +78,50 @@ class TinyNet(nn.Module):
     return nn.Dense(2)(nn.relu(x)), {}
 
 
-def test_masks_keep_pruned_weights_zero_through_training():
+def pruned_training(final_sparsity: float, freeze_mode: str = "full", steps_run: int = 16):
+  """`steps_run` core train steps of TinyNet with SGD + the pruning transformation (inside the freeze
+  wrapper, as loop.build chains them); yields the state after each step."""
   prune_cfg = ml_collections.ConfigDict(dict(begin_step=2, end_step=10, frequency=2, scope="per_tensor"))
-  pop = population.Population(TinyNet(), optax.sgd(0.1, momentum=0.9), (8, 8, 3), prune_cfg)
-  state = pop.init([0, 1], [0.8, 0.5])
+  tx = freeze.optimizer(optax.chain(optax.sgd(0.1, momentum=0.9),
+                                    pruning.gradual_magnitude_pruning(prune_cfg, final_sparsity)), freeze_mode)
+  state = create_train_state(init_key(0), TinyNet(), (8, 8, 3), tx)
+  state = state.replace(apply_fn=freeze.frozen_batch_norm(state.apply_fn, freeze_mode))
+  step = jax.jit(jax.vmap(steps.train_step, in_axes=(None, 0), out_axes=(None, None), axis_name=steps.AXIS))
   rng = np.random.default_rng(0)
+  for _ in range(steps_run):
+    batch = {"image": rng.normal(size=(2, 8, 8, 8, 3)).astype(np.float32),  # 2 "devices" of 8
+             "label": rng.integers(0, 2, (2, 8)).astype(np.int32)}
+    state, metrics = step(state, batch)
+    assert np.isfinite(metrics["loss"])
+    yield jax.device_get(state)
+
+
+def pruning_state(opt_state) -> pruning.PruningState:
+  is_pruning = lambda x: isinstance(x, pruning.PruningState)
+  return next(x for x in jax.tree.leaves(opt_state, is_leaf=is_pruning) if is_pruning(x))
+
+
+def test_masks_keep_pruned_weights_zero_through_training():
   ever_pruned = None
-  for step in range(16):
-    batch = {"image": rng.normal(size=(2, 16, 8, 8, 3)).astype(np.float32),
-             "label": rng.integers(0, 2, (2, 16)).astype(np.int32)}
-    state, metrics = pop.train_step(state, batch, step)
-    masks = jax.device_get(state.masks)
-    params = jax.device_get(state.params)
-    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks)):
-      m = m.reshape(m.shape + (1,) * (p.ndim - m.ndim))  # Unpruned leaves: one scalar per model.
+  for state in pruned_training(0.8):
+    masks = pruning_state(state.opt_state).masks
+    for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(masks)):
       assert np.all(np.where(m, 0.0, p) == 0.0)  # Every masked weight is exactly zero.
     pruned = [~np.asarray(m) for m in jax.tree.leaves(masks)]
     if ever_pruned is not None:  # Pruned weights never come back (sparsity is monotone).
       assert all(np.all(now[before]) for now, before in zip(pruned, ever_pruned))
     ever_pruned = pruned
-  assert np.all(np.isfinite(metrics["loss"]))
-  for k, target in enumerate((0.8, 0.5)):
-    report = pruning.sparsity_report(jax.tree.map(lambda x: x[k], jax.device_get(state.params)))
-    assert abs(report["overall"] - target) < 0.01
-    assert set(report["per_tensor"]) == {"Conv_0/kernel", "Dense_0/kernel", "Dense_1/kernel"}
-  # Biases and BN are never masked (one scalar True per model) and do train.
-  assert np.all(np.asarray(state.masks["Dense_0"]["bias"])) and state.masks["Dense_0"]["bias"].shape == (2,)
-  assert np.all(np.asarray(state.masks["BatchNorm_0"]["scale"]))
-  assert np.any(np.asarray(state.params["Dense_0"]["bias"]) != 0)
+  report = pruning.sparsity_report(state.params)
+  assert abs(report["overall"] - 0.8) < 0.01
+  assert set(report["per_tensor"]) == {"Conv_0/kernel", "Dense_0/kernel", "Dense_1/kernel"}
+  assert np.any(state.params["Dense_0"]["bias"] != 0)  # Biases are never masked and do train.
+
+
+def test_frozen_weights_stay_unpruned():
+  """Only what trains is pruned: with Conv_0 and the BN frozen, their weights stay as initialised."""
+  first = next(pruned_training(0.8, "Dense_0,Dense_1", steps_run=1))
+  *_, last = pruned_training(0.8, "Dense_0,Dense_1")
+  np.testing.assert_array_equal(last.params["Conv_0"]["kernel"], first.params["Conv_0"]["kernel"])
+  assert np.all(last.params["Conv_0"]["kernel"] != 0)
+  report = pruning.sparsity_report(last.params)["per_tensor"]
+  assert report["Conv_0/kernel"] == 0.0 and abs(report["Dense_0/kernel"] - 0.8) < 0.01

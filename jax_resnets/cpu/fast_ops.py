@@ -34,6 +34,7 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 from jax_resnets.cpu import onednn
+from jax_resnets.models import resnet
 from jax_resnets.models.padding import explicit_padding
 
 _POOL_WINDOW, _POOL_STRIDE, _POOL_PAD = 3, 2, 1
@@ -281,7 +282,7 @@ class AutoConv(nn.Conv):
   conv_general_dilated: Any = auto_conv_general_dilated
 
 
-class BatchNorm(nn.BatchNorm):
+class BatchNorm(resnet.BatchNorm):
   """`nn.BatchNorm` (same variables, same values) that can apply a ReLU itself (`relu=True`). In a
   population's training step (traced in `models_in_parallel`), on float32 NHWC inputs on the CPU,
   oneDNN computes the statistics, the normalization and the ReLU in one op and the gradients in
@@ -301,7 +302,8 @@ class BatchNorm(nn.BatchNorm):
     bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
     y, mean, var = onednn.batch_norm(relu, float(self.epsilon))(x, scale, bias)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    n = x.size // c  # Torch's (and resnet.BatchNorm's) unbiased batch variance in the running average.
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
     return y
 
   def _onednn_applies(self, x, use_running_average, mask) -> bool:

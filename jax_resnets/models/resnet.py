@@ -14,8 +14,15 @@ import jax.numpy as jnp
 
 ModuleDef = Any
 
-# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs.
+# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs; nn.Linear's default for
+# `fc`: weight and bias uniform in +-1/sqrt(fan_in).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+fc_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def fc_bias_init(fan_in: int):
+  bound = fan_in ** -0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 STAGE_SIZES = {
     18: (2, 2, 2, 2),
@@ -127,6 +134,25 @@ class ResLayer(nn.Module):
     return x
 
 
+class BatchNorm(nn.BatchNorm):
+  """`nn.BatchNorm` whose running variance averages the unbiased batch variance (x n / (n - 1), n
+  the values each channel's statistics are taken over, on all devices), as torch's BatchNorm2d does;
+  flax averages the biased one, which differs most where maps are small (layer4: n = 8 at 32 px,
+  tests/test_step_equivalence.py). Normalisation itself uses the biased variance in both."""
+
+  @nn.compact
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if running or self.is_initializing() or mask is not None:
+      return super().__call__(x, use_running_average, mask=mask)
+    old = self.get_variable("batch_stats", "var")
+    y = super().__call__(x, use_running_average, mask=mask)
+    new = self.get_variable("batch_stats", "var")  # momentum * old + (1 - momentum) * biased batch variance
+    n = x.size // new.size * (jax.lax.axis_size(self.axis_name) if self.axis_name else 1)
+    self.put_variable("batch_stats", "var", new + (new - self.momentum * old) / max(n - 1, 1))
+    return y
+
+
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   """torchvision's MaxPool2d(3, stride=2, padding=1): pads with -inf."""
   return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -160,7 +186,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   conv: ModuleDef = nn.Conv
   pool: Callable = max_pool_3x3_s2
-  batch_norm: ModuleDef = nn.BatchNorm
+  batch_norm: ModuleDef = BatchNorm
   norm_relu: Callable | None = None
 
   @nn.compact
@@ -184,7 +210,8 @@ class ResNet(nn.Module):
     features = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
     logits = None
     if self.num_classes:
-      logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features).astype(jnp.float32)
+      logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=fc_kernel_init,
+                        bias_init=fc_bias_init(features.shape[-1]), name="fc")(features).astype(jnp.float32)
     return logits, {"features": features}
 
 

@@ -107,13 +107,3 @@ def frozen_batch_norm(apply_fn, freeze):
       return apply_fn(variables, *args, **kwargs)
 
   return apply
-
-
-def apply_to_state(state, freeze):
-  """The train state with its optimizer wrapped and frozen BN, from `config.freeze`."""
-  check(state.params, freeze)
-  if trainable_prefixes(freeze) is None:
-    return state
-  tx = optimizer(state.tx, freeze)
-  return state.replace(tx=tx, opt_state=tx.init(state.params),
-                       apply_fn=frozen_batch_norm(state.apply_fn, freeze))

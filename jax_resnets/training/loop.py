@@ -192,9 +192,10 @@ class Meter:
     self.buffer.append(metrics)
 
   def start(self, step: int) -> None:
-    """Starts the clock once `step` (which compiled the step) has completed."""
+    """Starts the throughput clock once `step` (which compiled the step) has completed; its metrics
+    stay in the averages."""
     jax.block_until_ready(self.buffer)
-    self.t0, self.step0, self.buffer = time.time(), step, []
+    self.t0, self.step0 = time.time(), step
 
   def flush(self, step: int, state) -> dict:
     """Writes averaged train metrics + throughput; prints a progress line."""
@@ -246,12 +247,14 @@ def eval_split_metrics(run: Run, state) -> dict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, run: Run | None = None,
                        validate: Callable = eval_split_metrics,
-                       on_epoch_end: Callable[[int, dict], bool] | None = None) -> dict:
+                       on_epoch_end: Callable[[int, dict], bool] | None = None,
+                       hooks: Sequence[Callable[[int], None]] = ()) -> dict:
   """Trains to the configured steps (resuming if possible); writes results.json; returns it.
 
   run: a Run the caller built (`build` with its own model, steps, ...); default: build(config, workdir).
   validate(run, state) -> {name: value}: the epoch-end metrics (default: eval split loss/accuracy).
   on_epoch_end(step, metrics) -> True to stop early (e.g. patience on a validation metric).
+  hooks: called with each step number after its train step was dispatched.
   """
   preemption.install_sigterm_handler()
   run, t_start = run or build(config, workdir), time.time()
@@ -270,6 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, run: Run
     meter.add(metrics)
     if meter.t0 is None:  # Exclude compilation from throughput.
       meter.start(step)
+    for hook in hooks:
+      hook(step)
     run.state = state
     if step % run.steps_per_epoch == 0 or step == run.total_steps:
       last = end_of_epoch(run, state, step, meter, validate)

@@ -116,12 +116,12 @@ def overlay(state, saved: dict, prefix: str):
   return state.replace(params=out["params"], batch_stats=out["batch_stats"])
 
 
-def train_population(config, workdir: str, model, sparsity: float, train_source=None) -> dict:
+def train_population(config, workdir: str, model, sparsity: float, overlay=None, train_source=None) -> dict:
   """One level's population trained (or resumed, or read back when finished) by the core loop;
-  returns its numpy variables with a leading model axis."""
+  returns its numpy variables with a leading model axis. `overlay`: `backbone_overlay(config)`."""
   tx_wrap = lambda tx: optax.chain(tx, pruning.gradual_magnitude_pruning(config.pruning, sparsity))
   run = loop.build(config, workdir, model=model, seeds=seeds_of(config), tx_wrap=tx_wrap,
-                   prepare_state=backbone_overlay(config), train_source=train_source)
+                   prepare_state=overlay, train_source=train_source)
   loop.train_and_evaluate(config, workdir, run=run)
   return jax.device_get({"params": run.state.params, "batch_stats": run.state.batch_stats})
 
@@ -180,14 +180,14 @@ def achieved_sparsity(variables: dict) -> dict:
 
 def run_levels(config, workdir: str, model, levels: dict, timing: dict):
   """Trains/evaluates every level; returns the PredictionTable and the baseline variables."""
-  seeds, table, base = seeds_of(config), None, None
+  seeds, table, base, overlay = seeds_of(config), None, None, backbone_overlay(config)
   for level, meta in levels.items():
     t0 = time.time()
     if meta["kind"] == "quantization":
       variables, apply_fn = quantized_population(config, model, meta["method"], base)
     else:
       level_dir = os.path.join(workdir, "levels", level)
-      variables, apply_fn = train_population(config, level_dir, model, meta["sparsity"]), None
+      variables, apply_fn = train_population(config, level_dir, model, meta["sparsity"], overlay), None
       meta.update(achieved_sparsity(variables))
       base = variables if level == BASELINE else base
     preds, ids, labels, attributes = predict(config, model, variables, apply_fn)
@@ -256,11 +256,11 @@ def cross_validate(config, workdir: str, model) -> dict:
   DIR/cv/fold_<f> (resumable like the levels)."""
   train = sources.make_source(config.dataset, config.dataset.train_split)
   folds = np.array_split(np.random.default_rng(config.seed).permutation(len(train)), config.cv_folds)
-  accuracy = []
+  accuracy, overlay = [], backbone_overlay(config)
   for f, held_out in enumerate(folds):
     rest = np.concatenate([x for g, x in enumerate(folds) if g != f])
     variables = train_population(config, os.path.join(workdir, "cv", f"fold_{f}"), model, 0.0,
-                                 train_source=Subset(train, tuple(int(i) for i in rest)))
+                                 overlay, Subset(train, tuple(int(i) for i in rest)))
     preds, _, labels, _ = predict(config, model, variables, source=Subset(train, tuple(int(i) for i in held_out)))
     accuracy.append(float((preds == labels).mean()))
     logging.info("cv fold %d/%d: accuracy %.4f", f + 1, config.cv_folds, accuracy[-1])
