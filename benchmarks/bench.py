@@ -70,7 +70,7 @@ flags.DEFINE_bool("malloc_tuning", True, "glibc malloc keeps freed memory (xla_f
                   "from argv before flags are parsed). Process-wide: JAX and torch alike.", flag_values=FLAGS)
 _REWARM = flags.DEFINE_integer("rewarm", 1, "Untimed steps a contender runs at its turn in each round before "
                                "its timed step: on this VM the first step after any pause is ~25% slower "
-                               "(BUILD_NOTES.md), so steady-state speed is timed.", flag_values=FLAGS)
+                               "(docs/performance.md, benchmark method), so steady-state speed is timed.", flag_values=FLAGS)
 
 
 def model_config() -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ image forward (XLA cost analysis), ~6 GFLOP per training image, 21.3M parameters
   :strong  expected ~95-96.5% test accuracy; 200 epochs: roughly 35-70 min on the same GPU.
 Add `,synthetic` (`:study,synthetic`, `:strong,synthetic`) to smoke-test a recipe offline on
 CPU: the `:synthetic` data/model sizes and 2 epochs, with the recipe's schedule epochs
-(decay epochs, warm-up) scaled to the 2 epochs. Measured on 2 CPU cores: see BUILD_NOTES.md.
+(decay epochs, warm-up) scaled to the 2 epochs. Measured on 2 CPU cores: BUILD_NOTES.md (Measured).
 
 `:transfer` is feature extraction vs fine-tuning from torchvision's ImageNet ResNet-34
 weights (`resnet34-b627a593.pth`, in $JAX_RESNETS_WEIGHTS or torch hub's cache; never
@@ -104,7 +104,8 @@ def synthetic(config, shrink_schedule: bool = False) -> None:
   """Small offline run on the synthetic twin; with a recipe, its epoch-based schedule shrinks too."""
   if shrink_schedule:
     scale = 2 / config.num_epochs
-    config.optim.decay_epochs = tuple(e * scale for e in config.optim.decay_epochs)
+    if "decay_epochs" in config.optim:
+      config.optim.decay_epochs = tuple(e * scale for e in config.optim.decay_epochs)
     config.optim.warmup_epochs = config.optim.warmup_epochs * scale
   config.dataset.synthetic = True
   config.dataset.synthetic_sizes = {"train": 2048, "test": 512}

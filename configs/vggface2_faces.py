@@ -15,11 +15,18 @@ convnext / mobilenetv2 / resnet_bottleneck.
 `:synthetic` is the offline smoke on the synthetic face twin (50 identities at 32x32;
 known = first 25, unknown_dev = half known, half unseen); it trains a small FaceNet, picks
 the threshold on unknown_dev, verifies and writes both CSVs and the report in < 3 minutes
-on 2 CPU cores. Its figures are in BUILD_NOTES (faces section).
+on 2 CPU cores. Its smoke runtime is in BUILD_NOTES.md (Measured).
+
+Architecture ablation (a grid: one cell per `model.block`, same loss, schedule and
+embedding; then compare's ROOT/report/report.md puts them side by side):
+  python launch/grid.py --config=configs/vggface2_faces.py --workdir=/tmp/faces_blocks
+  python launch/grid.py --config=configs/vggface2_faces.py:synthetic --workdir=/tmp/faces_blocks_s
+  python -m jax_resnets.compare /tmp/faces_blocks_s/* --out=/tmp/faces_blocks_s/report   # again, by hand
 """
 from jax_resnets import config_lib
 from jax_resnets.studies.faces import study as faces
 from jax_resnets.studies.faces import losses as face_losses
+from jax_resnets.studies.faces.face_nets import BLOCKS
 
 
 def get_config(arg: str | None = None):
@@ -45,6 +52,12 @@ def get_config(arg: str | None = None):
   elif arg:
     raise ValueError(f"configs/vggface2_faces.py: unknown argument {arg!r} (known: synthetic)")
   return config
+
+
+def get_grid(arg: str | None = None) -> dict[str, dict]:
+  """The face-architecture ablation: cell name -> overrides (only `model.block` differs)."""
+  get_config(arg)  # The same arguments as the cells' config (an unknown one fails here).
+  return {block: {"model.block": block} for block in BLOCKS}
 
 
 def synthetic(config) -> None:

@@ -15,27 +15,25 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.study = "classification"
   config.seed = 0
+  # Dataset keys of one dataset or recipe only live in the configs that use them (each read with a
+  # default): label_attribute (CelebA), root (image_folder), num_classes, synthetic_seed,
+  # read_threads (grain read-ahead threads, default 1), mixup_alpha / cutmix_alpha / mix_prob.
   config.dataset = ml_collections.ConfigDict(dict(
-      name="cifar10", synthetic=False, synthetic_seed=0, synthetic_sizes=ml_collections.FieldReference(
-          None, field_type=dict), data_dir=ml_collections.FieldReference(None, field_type=str),
-      train_split="train", eval_split="test", augment=("crop", "flip"), num_workers=0,
-      # Threads making training batches ahead (grain ReadOptions, 2 batches each); 0: on demand.
-      # grain's default (16, 500 batches) took 5.5x longer in a CPU population (BUILD_NOTES attempt 39).
-      read_threads=1,
-      # 0: the dataset's own size (CelebA real 218x178 is centre-cropped and resized to it).
-      image_size=0, label_attribute="Blond_Hair",  # CelebA: the attribute used as `label`.
-      root=ml_collections.FieldReference(None, field_type=str),  # image_folder: DIR/<split>/<class>/*.
+      name="cifar10", synthetic=False, synthetic_sizes=ml_collections.FieldReference(None, field_type=dict),
+      data_dir=ml_collections.FieldReference(None, field_type=str), train_split="train", eval_split="test",
+      augment=("crop", "flip"), num_workers=0,
+      image_size=0,  # 0: the dataset's own size (CelebA real 218x178 is centre-cropped and resized to it).
       on_corrupt="skip",  # corrupt image: 'skip' (logged with path and count) or 'error'.
-      num_classes=0,  # > 0 overrides the class count of faces (synthetic) / image_folder.
-      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0))  # MixUp/CutMix batch transforms (0: off).
+      mixup_alpha=0.0, cutmix_alpha=0.0))  # MixUp / CutMix batch transforms (0: off; dataset.mix_prob).
   config.model = ml_collections.ConfigDict(dict(
       name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=()))
   # How ops run (jax_resnets/backend.py): auto | xla (stock flax/XLA) | cpu (oneDNN etc.; same values).
   config.backend = "auto"
+  # An optimizer's or schedule's own keys (b1, b2; decay_epochs, decay_factor; restart_epochs,
+  # restart_mult; plateau_*) are set by the configs that use it: training/optim.py FAMILY_DEFAULTS.
   config.optim = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, b1=0.9, b2=0.999,
-      schedule="cosine", warmup_epochs=0.0, decay_epochs=(30,), decay_factor=0.1, restart_epochs=10,
-      restart_mult=2, plateau_factor=0.1, plateau_patience=5, plateau_accumulation_steps=100))
+      name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="cosine",
+      warmup_epochs=0.0))
   config.checkpoint = ml_collections.ConfigDict(dict(
       keep=2, best_k=1, best_metric="eval/accuracy", best_mode="max"))
   config.batch_size = 128
@@ -52,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   # (torchvision .pth/.safetensors or orbax dir; None: random) and what trains.
   config.init = ml_collections.ConfigDict(dict(checkpoint=ml_collections.FieldReference(None, field_type=str)))
   config.freeze = "full"  # full | head_only | final_block | "layer3.35,layer4,fc" (trainable prefixes)
+  # Resume although hyper-parameters (optim.*, num_epochs, ...) differ from those the checkpoints were
+  # written with (logged as a warning); off: such a re-run stops naming them. Shape keys never resume.
+  config.resume_with_changes = False
   return config
 
 
@@ -95,6 +96,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "must be positive (or set num_train_steps)")
   _check(config.num_train_steps >= 0, "num_train_steps", config.num_train_steps, "must be >= 0 (0: use num_epochs)")
   _check(config.log_every_steps >= 1, "log_every_steps", config.log_every_steps, "must be >= 1")
+  _check(isinstance(config.get("resume_with_changes", False), bool), "resume_with_changes",
+         config.get("resume_with_changes"), "must be True or False")
   _check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")
   if config.get("init") and config.init.get("checkpoint"):  # A missing weights file fails before model init.
     from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top (import cycle)

@@ -154,3 +154,29 @@ def test_mla_adapter_without_a_backbone_is_one_line(tmp_path):
   assert out.returncode == 2
   lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "model.backbone_checkpoint" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_faces_honours_init_checkpoint_and_freeze(tmp_path):
+  """The faces study trains through the core loop, so `init.checkpoint` and `freeze` apply there too:
+  a torchvision-layout ResNet-18 initialises the backbone and only `fc` trains."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from jax_resnets import studies  # pylint: disable=g-import-not-at-top
+  from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top
+  from jax_resnets.training import checkpointing  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("vggface2_faces", os.path.join(ROOT, "configs", "vggface2_faces.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("synthetic")
+  config.dataset.update(image_size=32, synthetic_sizes={"train": 64, "dev": 16, "test": 16, "known": 16,
+                                                        "unknown_dev": 16, "unknown_test": 16})
+  config.model.update(name="resnet", depth=18, stem="imagenet", width=4)
+  config.loss.center_weight = 0.0
+  config.update(batch_size=16, num_epochs=1, num_devices=1, freeze="head_only")
+  config.init.checkpoint = torchvision_import.write_random_checkpoint(str(tmp_path / "r18.safetensors"), 18, 4,
+                                                                      num_classes=1000, seed=3)
+  results = studies.run(config, str(tmp_path / "run"))
+  saved, _ = checkpointing.read_latest(str(tmp_path / "run"))
+  loaded = torchvision_import.load(config.init.checkpoint, 18)
+  kernel = np.asarray(saved["params"]["layer1"]["0"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(kernel, np.asarray(loaded[("params", "layer1", "0", "conv1", "kernel")]))
+  assert results["steps_run"] == 4 and results["final"]["dev/accuracy"] >= 0

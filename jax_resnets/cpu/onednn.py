@@ -131,7 +131,7 @@ def _built() -> bool:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-  logging.warning("%s; convolutions fall back to XLA's and batch norms to flax's (slower on CPU: BUILD_NOTES.md).",
+  logging.warning("%s; convolutions fall back to XLA's and batch norms to flax's (slower on CPU: docs/performance.md).",
                   reason)
 
 

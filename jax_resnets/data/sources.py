@@ -78,7 +78,7 @@ def make_source(ds_cfg: ml_collections.ConfigDict, split: str):
     from jax_resnets.data import synthetic_faces  # pylint: disable=g-import-not-at-top
     return synthetic_faces.SyntheticFaces(
         num_examples=_synthetic_size(ds_cfg, split, s), num_identities=s.num_classes,
-        image_size=ds_cfg.get("image_size") or s.image_size, split=split, seed=ds_cfg.synthetic_seed)
+        image_size=ds_cfg.get("image_size") or s.image_size, split=split, seed=ds_cfg.get("synthetic_seed", 0))
   if not ds_cfg.synthetic and ds_cfg.name == "celeb_a":
     return CelebALabels(tfds_source(ds_cfg.name, split, ds_cfg.data_dir),
                         ds_cfg.get("label_attribute") or "Blond_Hair")
@@ -91,7 +91,7 @@ def make_source(ds_cfg: ml_collections.ConfigDict, split: str):
                       f"(splits: {', '.join(sizes)})")
     return synthetic.SyntheticClassification(
         num_examples=sizes[split], num_classes=s.num_classes, image_size=s.image_size,
-        split=split, seed=ds_cfg.synthetic_seed, coarse_classes=s.coarse_classes)
+        split=split, seed=ds_cfg.get("synthetic_seed", 0), coarse_classes=s.coarse_classes)
   return tfds_source(ds_cfg.name, split, ds_cfg.data_dir)
 
 
@@ -103,7 +103,7 @@ def synthetic_celeba(ds_cfg: ml_collections.ConfigDict, split: str, s: DatasetSp
   try:
     return synthetic.SyntheticCelebA(
         num_examples=sizes[split], image_size=ds_cfg.get("image_size") or s.image_size, split=split,
-        seed=ds_cfg.synthetic_seed, label_attribute=ds_cfg.get("label_attribute") or "Blond_Hair")
+        seed=ds_cfg.get("synthetic_seed", 0), label_attribute=ds_cfg.get("label_attribute") or "Blond_Hair")
   except ValueError as e:
     raise DataError(str(e)) from e
 

@@ -5,6 +5,20 @@ import numpy as np
 import optax
 
 
+# Keys of one optimizer or schedule only: a config sets them where it uses that optimizer or
+# schedule (e.g. `config.optim.update(schedule="step", decay_epochs=(30,))`); these are the defaults.
+FAMILY_DEFAULTS = {
+    "b1": 0.9, "b2": 0.999,  # adamw
+    "decay_epochs": (30,), "decay_factor": 0.1,  # step
+    "restart_epochs": 10, "restart_mult": 2,  # cosine_restarts
+    "plateau_factor": 0.1, "plateau_patience": 5, "plateau_accumulation_steps": 100,  # plateau
+}
+
+
+def _get(cfg: ml_collections.ConfigDict, key: str):
+  return cfg.get(key, FAMILY_DEFAULTS[key])
+
+
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
   """Returns an optax schedule: step -> learning rate.
 
@@ -20,12 +34,12 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1), 0.0)
   elif cfg.schedule == "step":
     base = optax.piecewise_constant_schedule(
-        lr, {int(e * steps_per_epoch): cfg.decay_factor for e in cfg.decay_epochs})
+        lr, {int(e * steps_per_epoch): _get(cfg, "decay_factor") for e in _get(cfg, "decay_epochs")})
   elif cfg.schedule == "cosine_restarts":
-    cycles, length, covered = [], cfg.restart_epochs * steps_per_epoch, 0
+    cycles, length, covered = [], _get(cfg, "restart_epochs") * steps_per_epoch, 0
     while covered < total_steps:
       cycles.append(dict(init_value=lr, peak_value=lr, decay_steps=int(length), warmup_steps=0, end_value=0.0))
-      covered, length = covered + int(length), length * cfg.restart_mult
+      covered, length = covered + int(length), length * _get(cfg, "restart_mult")
     base = optax.sgdr_schedule(cycles)
   else:
     raise ValueError(f"optim.schedule: unknown schedule {cfg.schedule!r} "
@@ -45,12 +59,12 @@ def create_optimizer(cfg: ml_collections.ConfigDict, schedule, weight_decay_mask
         optax.add_decayed_weights(cfg.weight_decay, mask=weight_decay_mask),
         optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
   elif cfg.name == "adamw":
-    tx = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=weight_decay_mask)
+    tx = optax.adamw(schedule, b1=_get(cfg, "b1"), b2=_get(cfg, "b2"), weight_decay=cfg.weight_decay, mask=weight_decay_mask)
   else:
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r} (known: sgd, adamw)")
   if cfg.schedule == "plateau":
     tx = optax.chain(tx, optax.contrib.reduce_on_plateau(
-        factor=cfg.plateau_factor, patience=cfg.plateau_patience, accumulation_size=cfg.plateau_accumulation_steps))
+        factor=_get(cfg, "plateau_factor"), patience=_get(cfg, "plateau_patience"), accumulation_size=_get(cfg, "plateau_accumulation_steps")))
   return tx
 
 

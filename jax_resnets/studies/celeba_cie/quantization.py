@@ -14,7 +14,7 @@ Rounding is half away from zero, as TFLite's `std::round`. With `fold_batchnorm`
 as the TFLite converter does) a conv kernel is first folded with its BN's per-channel factor
 gamma / sqrt(var + eps), the folded kernel is quantized, and the factor is divided out again:
 the unchanged model (conv with Q(w * f) / f, then BN) computes what the folded, quantized graph does.
-Simplifications (see BUILD_NOTES): biases stay float (TFLite: int32 with scale s_in * s_w,
+Simplifications (also under Known limits in BUILD_NOTES.md): biases stay float (TFLite: int32 with scale s_in * s_w,
 a negligible error), and layer outputs are not quantized separately from the next layer's input.
 """
 from typing import Callable

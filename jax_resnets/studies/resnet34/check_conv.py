@@ -131,13 +131,17 @@ def parse_shape(text: str, batch: int) -> Shape:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("shape", [], "H,W,C,K,F,S: input height, width, channels, kernel side, output "
-                          "channels, stride (repeatable); default: the CIFAR-stem ResNet-34's convs.")
-flags.DEFINE_integer("width", 64, "Default shapes: channels of layer1 (64 = ResNet-34).")
-flags.DEFINE_integer("image_size", 32, "Default shapes: input image side (CIFAR: 32).")
-flags.DEFINE_integer("batch", 2, "Batch size of every shape.")
-flags.DEFINE_float("tolerance", TOLERANCE, "Largest allowed max abs difference.")
-flags.DEFINE_integer("seed", 0, "Random inputs' seed.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs (timing.py, imported with it in tests, has --width too)."""
+  flags.DEFINE_multi_string("shape", [], "H,W,C,K,F,S: input height, width, channels, kernel side, output "
+                            "channels, stride (repeatable); default: the CIFAR-stem ResNet-34's convs.")
+  flags.DEFINE_integer("width", 64, "Default shapes: channels of layer1 (64 = ResNet-34).")
+  flags.DEFINE_integer("image_size", 32, "Default shapes: input image side (CIFAR: 32).")
+  flags.DEFINE_integer("batch", 2, "Batch size of every shape.")
+  flags.DEFINE_float("tolerance", TOLERANCE, "Largest allowed max abs difference.")
+  flags.DEFINE_integer("seed", 0, "Random inputs' seed.")
 
 
 def main(argv) -> None:
@@ -149,4 +153,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
