@@ -4,17 +4,12 @@ Any config value can be overridden with `--config.key=value`. A bad key or value
 one line naming it and exits with status 2; a preempted run (SIGTERM) saves a checkpoint
 and exits with status 143; re-running the same command resumes.
 """
-import errno
 import functools
 import logging as std_logging
 import os
 import sys
+import time
 
-from jax_resnets.cpu import xla_flags
-
-xla_flags.configure()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -86,7 +81,8 @@ def main(argv) -> int:
     print(f"error: {one_line(e, argv)}", file=sys.stderr)
     return 2
   try:
-    studies.run(config, FLAGS.workdir)
+    t0 = time.time()
+    results = studies.run(config, FLAGS.workdir)
   except errors.Preempted as e:
     logging.warning("preempted: %s", e)
     return 143
@@ -94,33 +90,25 @@ def main(argv) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except (OSError, ValueError) as e:
-    if not disk_full(e):
+    if not errors.disk_full(e):
       raise
     print(f"error: disk full (no space left on device) while writing to the workdir "
           f"{os.path.abspath(FLAGS.workdir)}; free space and run the same command again to resume from "
           "the last complete checkpoint", file=sys.stderr)
     return 2
+  print(summary_line(results, FLAGS.workdir, time.time() - t0))
   return 0
 
 
-# tensorstore's ValueError: "RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']".
-_DISK_FULL = ("No space left on device", "Disk quota exceeded", "os_error_code='28'", "os_error_code='122'")
-
-
-def disk_full(error: BaseException) -> bool:
-  """A full disk or quota, from the OS (OSError) or tensorstore/orbax (ValueError with its text).
-
-  Follows __cause__ / __context__: orbax re-raises a failed async write wrapped in other types.
-  """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-      return True
-    if any(marker in str(error) for marker in _DISK_FULL):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
+def summary_line(results: dict, workdir: str, seconds: float) -> str:
+  """The run's last console line: where its report is, and its final scalar metrics."""
+  final = {k: v for k, v in (results.get("final") or {}).items()
+           if isinstance(v, (int, float)) and not k.endswith("_std") and not k.startswith("train/")}
+  metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())[:6])
+  report = os.path.join(workdir, "report.md")
+  where = report if os.path.exists(report) else os.path.join(workdir, "results.json")
+  state = "already finished" if results.get("already_finished") else f"done in {seconds:.0f} s"
+  return f"{state}: {where}" + (f" ({metrics})" if metrics else "")
 
 
 def one_line(error: BaseException, argv: list[str]) -> str:
