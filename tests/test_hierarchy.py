@@ -18,6 +18,8 @@ from jax_resnets.studies.hierarchy import heads
 from jax_resnets.studies.hierarchy import phinet
 from jax_resnets.models.registry import parameter_count
 from jax_resnets.studies.hierarchy import study
+from jax_resnets.studies.hierarchy import sweep
+from jax_resnets.training.state import init_key
 
 
 def _hier_cfg(grouping="coarse", num_parents=0):
@@ -111,7 +113,8 @@ def test_metrics_on_hand_built_logits():
   assert m["child_accuracy_mean"] == pytest.approx(0.5)
   soft = hier.metrics(fine_logp, labels, H7, "soft")
   assert soft["fine_top1"] == pytest.approx(2 / 3) and soft["errors_within_parent"] == 1.0
-  assert hier.metrics(fine_logp, labels, H7, "hard")["fine_top5"] == 1.0
+  assert soft["fine_top5"] == 1.0  # 7 labels: every true label is in the soft top 5.
+  assert hier.metrics(fine_logp, labels, H7, "hard")["fine_top5"] is None  # n/a: one parent's children.
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -174,40 +177,72 @@ def _leaves(tree, prefix):
           if k.startswith(prefix)}
 
 
+def _run_cell(root, name, edit):
+  """One cell of the `:d_sweep,synthetic` grid, in process, with `edit(config)` after its overrides."""
+  from launch import grid  # pylint: disable=g-import-not-at-top
+  config = grid.apply_overrides(cifar100_hierarchy.get_config("d_sweep,synthetic"),
+                                grid.cells(cifar100_hierarchy, "d_sweep,synthetic", str(root))[name])
+  config.num_devices = 1
+  edit(config)
+  return studies.run(config, str(root / name))
+
+
 def test_synthetic_smoke_runs_all_stages_and_reports(tmp_path):
   config = cifar100_hierarchy.get_config("synthetic")
-  config.hierarchy.stage_epochs = (1, 1, 1)  # The `:synthetic` config with 16 steps per stage.
-  config.num_devices = 1
-  results = studies.run(config, str(tmp_path))
-  assert list(results["stages"]) == ["stage1", "stage2", "stage3"]
-  assert set(results["comparison"]) == {"flat", "hierarchy, parent only, hard", "hierarchy, hard routing",
-                                        "hierarchy, soft routing"}
-  report = (tmp_path / "report.md").read_text()
-  for row in ("| flat (original) |", "| hierarchy, hard routing (hierarchy) |", "| hierarchy, soft routing"):
+  results = _run_cell(tmp_path, "hierarchy", lambda c: None)  # `:synthetic`: 48, 32, 32, 32 steps.
+  assert list(results["stages"]) == list(study.STAGES)
+  assert set(results["comparison"]) == {"flat", *sweep.HIERARCHY_ROWS}
+  # No reported row uses an untrained head: child accuracy above chance (1 of 5) in every row.
+  assert all(m["child_accuracy_mean"] > 0.2 for m in results["comparison"].values()), results["comparison"]
+  assert "parent_only" in results["stages"]["stage2"]["metrics"]  # Stage 2 alone: parent accuracy only.
+  report = (tmp_path / "hierarchy" / "report.md").read_text()
+  for row in ("| flat (original) |", "| hierarchy, hard routing (hierarchy) | 0.", "| hierarchy, soft routing"):
     assert row in report
-  assert json.loads((tmp_path / "results.json").read_text())["stages"]["stage3"]["from_workdir"] == str(
-      tmp_path / "stage2")
-  assert len(json.loads((tmp_path / "hierarchy.json").read_text())) == 20
-  # A stage run on its own reports the chain it finds through init.from_workdir.
-  assert list(study.stage_chain(str(tmp_path / "stage3"))) == ["stage1", "stage2", "stage3"]
-  states = {s: study.latest_state(str(tmp_path / s))[0] for s in study.STAGES}
-  # Stages 2-3 start from the previous stage and train only the head: the backbone (params and
-  # BN statistics) of stage 3 is stage 1's, bit for bit; the parent classifier kept training.
+  assert " | n/a | " in report and "n/a under hard routing" in report
+  cell = tmp_path / "hierarchy"
+  assert json.loads((cell / "results.json").read_text())["stages"]["stage3"]["from_workdir"] == str(
+      cell / "stage2_children")
+  assert len(json.loads((cell / "hierarchy.json").read_text())) == 20
+  assert list(study.stage_chain(str(cell / "stage3"))) == list(study.STAGES)
+  _check_stage_parameters(config, {s: study.checkpointing.read_latest(str(cell / s))[0] for s in study.STAGES})
+  # Two flat cells of the d sweep (2 steps each), then the all-heads report and the d plot.
+  for name in ("adaptive_d4", "adaptive_nonlinear_d4"):
+    _run_cell(tmp_path, name, lambda c: c.update(num_epochs=1) or c.dataset.update(
+        synthetic_sizes={"train": 128, "test": 256}) or c.hierarchy.update(grouping="contiguous", num_parents=20))
+  heads_report = (tmp_path / "heads_report.md").read_text()
+  for row in ("| original | n/a | 0.", "| adaptive | 4 | 0.", "| adaptive_nonlinear | 4 | 0.",
+              "| hierarchy, soft routing | n/a | 0.", "| hierarchy, hard routing | n/a | 0.0"):
+    assert row in heads_report
+  assert (tmp_path / "d_sweep.png").stat().st_size > 1000
+
+
+def _check_stage_parameters(config, states):
+  """Stages 2+ keep stage 1's backbone bit for bit; stage 2 trains only the parent classifier,
+  stage2_children only the child heads, stage 3 both."""
   for part in ("params", "batch_stats"):
     first, last = _leaves(states["stage1"][part], "backbone"), _leaves(states["stage3"][part], "backbone")
     assert first and first.keys() == last.keys()
     assert all(np.array_equal(first[k], last[k]) for k in first)
-  p2, p3 = _leaves(states["stage2"]["params"], "head/parent"), _leaves(states["stage3"]["params"], "head/parent")
-  assert any(not np.array_equal(p2[k], p3[k]) for k in p2)
-  # Parent-only loss in stage 2: the child heads are still their initial values (no decay either).
+  parent = {s: _leaves(states[s]["params"], "head/parent") for s in study.STAGES[1:]}
+  child = {s: _leaves(states[s]["params"], "head/child") for s in study.STAGES[1:]}
   stage2 = study.stage_config(config, 1, None)
   model = study.build_model(stage2, hier.build(stage2.hierarchy, stage2.dataset))
-  init = model.init(jax.random.key(stage2.seed), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
-  c_init, c2 = _leaves(init, "head/child"), _leaves(states["stage2"]["params"], "head/child")
-  assert c_init.keys() == c2.keys() and len(c2) == 2
-  assert all(np.array_equal(c_init[k], c2[k]) for k in c2)
-  c3 = _leaves(states["stage3"]["params"], "head/child")
-  assert any(not np.array_equal(c2[k], c3[k]) for k in c2)
+  init_rng, _ = jax.random.split(init_key(stage2.seed))  # As the core loop's create_train_state.
+  init = _leaves(model.init(init_rng, jnp.zeros((1, 16, 16, 3)), train=False)["params"], "head/child")
+  assert init.keys() == child["stage2"].keys() and len(init) == 2
+  same = lambda a, b: all(np.array_equal(a[k], b[k]) for k in a)
+  assert same(init, child["stage2"]) and not same(child["stage2"], child["stage2_children"])
+  assert same(parent["stage2"], parent["stage2_children"]) and not same(parent["stage2_children"], parent["stage3"])
+  assert not same(child["stage2_children"], child["stage3"])
+
+
+def test_d_sweep_grid_cells():
+  grid = cifar100_hierarchy.get_grid("d_sweep")
+  assert grid["hierarchy"]["hierarchy.stage"] == "all" and len(grid) == 1 + 2 * len(cifar100_hierarchy.D_VALUES)
+  assert grid["adaptive_d64"] == {"hierarchy.sweep_root": "{root}", "hierarchy.stage": "stage1", "head.name": "adaptive",
+                                  "head.bottleneck": 64, "num_epochs": 60, "optim.learning_rate": 0.1}
+  with pytest.raises(ValueError, match="unknown argument"):
+    cifar100_hierarchy.get_config("stage1,stage3")
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -97,3 +97,20 @@ def test_cross_validated_accuracy_uses_held_out_thresholds():
   # Odd rows (0.6 a, 0.7 a) -> accept all (threshold 0.6): even rows 0.9 right, 0.8 wrong.
   assert V.cross_validated_accuracy(names, scores, truth) == pytest.approx(1 / 4)
   assert V.choose_threshold(names, scores, truth)[1] == pytest.approx(3 / 4)
+
+
+def test_headline_is_held_out_when_the_in_sample_threshold_overfits():
+  """Matched and unmatched similarities interleave, so the threshold chosen on all rows fits
+  this sample's order (in-sample 4/6) and the same rule, held out, is worse (2/6)."""
+  names = ["a"] * 6
+  scores = np.asarray([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+  truth = ["a", V.NO_MATCH, "a", V.NO_MATCH, "a", V.NO_MATCH]
+  out = V.dev_accuracies(names, scores, truth, folds=3)
+  assert out["accuracy_in_sample"] == pytest.approx(4 / 6) and out["threshold_folds"] == 3
+  # Fold {0, 3} (0.9 a, 0.6 none): the other rows (0.8 none, 0.7 a, 0.5 a, 0.4 none) pick
+  # 0.45, which accepts 0.6 too: 1 of 2 right; folds {1, 4} and {2, 5}: 0 and 1 -> 2/6 in all.
+  assert out["accuracy"] == pytest.approx(2 / 6) == V.cross_validated_accuracy(names, scores, truth, 3)
+  assert out["accuracy"] < out["accuracy_in_sample"]
+  fixed = V.dev_accuracies(names, scores, truth, folds=3, threshold=0.85)  # Not fitted on dev: held out.
+  assert fixed["threshold"] == 0.85 and fixed["accuracy"] == pytest.approx(4 / 6)
+  assert np.isnan(V.cross_validated_accuracy(["a"], np.asarray([0.5]), ["a"], folds=5))

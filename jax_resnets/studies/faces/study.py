@@ -8,7 +8,9 @@ epochs and the best checkpoint (orbax, DIR/best) is the one used afterwards. The
 `faces.task`:
   classification: test-split predictions -> classification_submission.csv (id,label)
   verification:   threshold chosen on unknown_dev (or `faces.threshold`), unknown_test
-                  predictions -> verification_submission.csv (id,label; n000000 = no match)
+                  predictions -> verification_submission.csv (id,label; n000000 = no match);
+                  the headline dev accuracy (and early stopping) is held out: k-fold over
+                  unknown_dev (`faces.threshold_folds`), the in-sample one is labelled so
   both:           the two in sequence, from the same best checkpoint.
 Writes report.md, results.json and TensorBoard events. Trained by the core loop
 (training/loop.py: checkpoints, resume, SIGTERM) with the core train step given the face
@@ -46,11 +48,16 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       task="both", dev_split="dev", test_split="test", known_split="known", unknown_dev_split="unknown_dev",
       unknown_test_split="unknown_test", early_stopping_metric="", early_stopping_mode="max", patience=5,
-      gallery="mean", threshold=ml_collections.FieldReference(None, field_type=float), chunk_size=1024))
+      gallery="mean", threshold=ml_collections.FieldReference(None, field_type=float), chunk_size=1024,
+      threshold_folds=5))  # k of the held-out (k-fold) dev verification accuracy, the headline.
 
 
 def stopping_metric(config) -> str:
-  """The validation metric that drives early stopping and the best checkpoint."""
+  """The validation metric that drives early stopping and the best checkpoint.
+
+  verification/accuracy is the held-out (k-fold threshold) dev accuracy: stopping on the
+  in-sample one would reward thresholds that overfit unknown_dev.
+  """
   if config.faces.early_stopping_metric:
     return config.faces.early_stopping_metric
   return "dev/accuracy" if config.faces.task == "classification" else "verification/accuracy"
@@ -72,6 +79,8 @@ def check_config(config) -> None:
   if (config.dataset.mixup_alpha or config.dataset.cutmix_alpha) and (
       loss.classifier != "softmax" or loss.center_weight or loss.triplet_weight):
     raise bad("dataset.mixup_alpha", config.dataset.mixup_alpha, "MixUp/CutMix only with the plain softmax loss")
+  if f.get("threshold_folds", 5) < 2:
+    raise bad("faces.threshold_folds", f.threshold_folds, "k-fold held-out threshold: >= 2")
   if f.early_stopping_mode not in ("min", "max") or f.patience < 1:
     raise bad("faces.patience", (f.patience, f.early_stopping_mode), "patience >= 1, mode 'min' or 'max'")
 
@@ -149,23 +158,19 @@ def match(config, known: dict, unknown: dict) -> tuple[np.ndarray, np.ndarray, n
 
 
 def verify_dev(run: loop.Run, state) -> tuple[dict, dict]:
-  """Dev verification: threshold (chosen, or given), accuracy and pair metrics; + gallery data."""
+  """Dev verification: held-out accuracy (headline), in-sample accuracy, threshold, pair metrics."""
   cfg = run.config
   known, dev = embed(run, state, cfg.faces.known_split), embed(run, state, cfg.faces.unknown_dev_split)
   names = identity_names(cfg.dataset, cfg.faces.known_split, known["label"])
   truth = strings(cfg.dataset, cfg.faces.unknown_dev_split, "identity")
   scores, best, similarity = match(cfg, known, dev)
   best_names = np.asarray(names, dtype=object)[best]
-  threshold, chosen_accuracy = verification.choose_threshold(best_names, similarity, truth)
-  if cfg.faces.threshold is not None:
-    threshold = cfg.faces.threshold
-  accuracy = verification.verification_accuracy(verification.predict(best, similarity, names, threshold), truth)
-  metrics = {"verification/accuracy": accuracy, "verification/threshold": threshold,
-             "verification/accuracy_at_chosen_threshold": chosen_accuracy,
-             "verification/accuracy_2fold": verification.cross_validated_accuracy(best_names, similarity, truth),
+  acc = verification.dev_accuracies(best_names, similarity, truth, cfg.faces.get("threshold_folds", 5),
+                                    cfg.faces.threshold)
+  metrics = {**{f"verification/{k}": v for k, v in acc.items()},
              "verification/no_match_fraction": float(np.mean(np.asarray(truth) == verification.NO_MATCH)),
              **{f"verification/{k}": v for k, v in verification.pair_metrics(scores, dev["label"]).items()}}
-  return metrics, {"known": known, "names": names, "threshold": threshold}
+  return metrics, {"known": known, "names": names, "threshold": acc["threshold"]}
 
 
 def validate(run: loop.Run, state) -> dict:
@@ -265,11 +270,22 @@ def chance_levels(config, metrics: dict) -> dict:
   out = {"dev/accuracy": 1.0 / sources.spec(config.dataset).num_classes}
   if "verification/no_match_fraction" in metrics:
     f = metrics["verification/no_match_fraction"]
-    out["verification/accuracy"] = max(f, 1.0 - f)
+    for key in ("accuracy", "accuracy_in_sample", "accuracy_2fold"):
+      out[f"verification/{key}"] = max(f, 1.0 - f)
   return out
 
 
+LABELS = {  # report.md meaning of the headline keys.
+    "verification/accuracy": "held-out: k-fold over unknown_dev, threshold chosen on k-1 folds (headline)",
+    "verification/accuracy_in_sample": "in-sample: threshold chosen and scored on all of unknown_dev",
+    "verification/accuracy_2fold": "held-out, 2 folds",
+    "verification/threshold": "chosen on all of unknown_dev; labels unknown_test",
+    "dev/accuracy": "classification, dev split of the known identities",
+}
+
+
 def write_report(workdir: str, results: dict) -> None:
+  """report.md: every final metric, its meaning when it is a headline, and its chance level."""
   cfg, final = results["config"], results["final"]
   chance = results["chance"]
   lines = [f"# Faces ({cfg['faces']['task']}): {cfg['model']['name']} on {cfg['dataset']['name']}"
@@ -277,9 +293,10 @@ def write_report(workdir: str, results: dict) -> None:
            f"Loss: {cfg['loss']}", f"Best checkpoint: step {results['best_step']} by {results['stopping_metric']}"
            f" ({'early stop at step ' + str(results['stopped_at']) if results['stopped_at'] else 'no early stop'});"
            f" {results['steps_run']} steps of {results['total_steps']}.", "",
-           "| metric | value | chance |", "|---|---|---|"]
+           "| metric | meaning | value | chance |", "|---|---|---|---|"]
   for k, v in sorted(final.items()):
-    lines.append(f"| {k} | {v:.4f} | {chance[k]:.4f} |" if k in chance else f"| {k} | {v:.4g} | |")
+    value = f"{v:.4f}" if k in chance else f"{v:.4g}"
+    lines.append(f"| {k} | {LABELS.get(k, '')} | {value} | {f'{chance[k]:.4f}' if k in chance else ''} |")
   lines += ["", f"Parameters: {results['num_params']:,}; wall time {results['wall_time_s']:.1f} s.",
             "Files: " + ", ".join(results["files"]) + "."]
   with open(os.path.join(workdir, "report.md"), "w") as f:

@@ -179,6 +179,9 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 def metrics(logits: np.ndarray, labels: np.ndarray, h: Hierarchy, routing: str = "soft") -> dict:
   """Fine top-1/top-5, parent accuracy, child accuracy per parent and averaged, in-parent errors.
 
+  Top-5 is None (n/a) under hard routing: committing to one parent leaves only its children
+  as candidates, so "top-5" would be parent accuracy under another name.
+
   `logits`: any fine scores (a flat head's logits or a hierarchy head's log p(fine));
   child accuracy of parent p: among examples whose true parent is p, the share whose best
   child of p (argmax p(fine) within p) is the true label (the child head given the right parent).
@@ -195,7 +198,7 @@ def metrics(logits: np.ndarray, labels: np.ndarray, h: Hierarchy, routing: str =
   wrong = pred != labels
   return {
       "fine_top1": float(np.mean(~wrong)),
-      "fine_top5": top_k_accuracy(scores, labels, 5),
+      "fine_top5": None if routing == "hard" else top_k_accuracy(scores, labels, 5),
       "parent_accuracy": float(np.mean(parent_of[pred] == true_parent)),
       "child_accuracy_mean": float(np.mean(list(per_parent.values()))),
       "child_accuracy_per_parent": per_parent,

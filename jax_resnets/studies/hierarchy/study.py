@@ -5,15 +5,21 @@ that starts from the previous stage's latest checkpoint (`init.from_workdir`; pa
 are taken by path and shape, the rest keep their fresh initialisation):
   stage1: the backbone (PhiNet or ResNet) fine-tuned with a flat C-way head (`head.name`:
           original | adaptive | adaptive_nonlinear), softmax cross-entropy.
-  stage2: the hierarchy head's parent classifier, parent-only loss.
-  stage3: the child heads of all parents at once (one batched einsum) with
+  stage2: the hierarchy head's parent classifier, parent-only loss (its child heads are
+          untrained, so stage 2 reports parent accuracy only).
+  stage2_children: the child heads of all parents at once on the parent-only model, with
+          the parent classifier and the backbone frozen, CE(child | true parent) only (seed
+          001's step 4: no reported row may use an untrained child head).
+  stage3: parent and child heads jointly with
           parent_weight * CE(parent) + child_weight * CE(child | true parent).
 Stages 2-3 set `config.freeze` (training/freeze.py): stage 2 trains `head/parent` only,
-stage 3 `head`, plus the backbone unless `hierarchy.freeze_backbone` (frozen parameters get
-zero updates and keep their BN statistics; the frozen backbone also gets no backward pass). Every stage scores its eval split on the C fine labels
-(evaluation/hierarchy.py) and writes `hierarchy_metrics.json`; `hierarchy.stage=all` runs
-the stages in DIR/stage1..3 and `report.md` / `results.json` compare flat vs hierarchical
-(hard and soft routing).
+stage2_children `head/child_*` only, stage 3 `head`; stages 2 and 3 also the backbone unless
+`hierarchy.freeze_backbone` (frozen parameters get zero updates and keep their BN statistics;
+the frozen backbone also gets no backward pass). Every stage scores its eval split on the C
+fine labels and writes `hierarchy_metrics.json`; `hierarchy.stage=all` runs the stages in
+DIR/<stage> and `report.md` / `results.json` compare flat vs hierarchical (hard and soft
+routing). With `hierarchy.sweep_root` (set by the `:d_sweep` grid) each finished run also
+rewrites the grid's all-heads report and d plot (sweep.py).
 """
 import copy
 import functools
@@ -31,10 +37,12 @@ from jax_resnets.data import sources
 from jax_resnets.studies.hierarchy import metrics as hier
 from jax_resnets.studies.hierarchy import heads
 from jax_resnets.studies.hierarchy import phinet
+from jax_resnets.studies.hierarchy import sweep
 from jax_resnets.training import checkpointing, freeze, loop, steps
 
-STAGES = ("stage1", "stage2", "stage3")
-LOSSES = {"stage2": "parent", "stage3": "parent_child"}
+STAGES = ("stage1", "stage2", "stage2_children", "stage3")
+LOSSES = {"stage2": "parent", "stage2_children": "child", "stage3": "parent_child"}
+CHILD_PARAMS = "head/child_kernel,head/child_bias"  # freeze.py prefixes match whole path names.
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -42,14 +50,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   h = hier.build(config.hierarchy, config.dataset)
   if config.hierarchy.stage != "all":
     run_stage(config, workdir, h)
-    return write_report(workdir, stage_chain(workdir))
+    return finish(config, workdir, stage_chain(workdir))
   previous = config.init.get("from_workdir")
   for i, stage in enumerate(STAGES):
     stage_dir = os.path.join(workdir, stage)
     run_stage(stage_config(config, i, previous), stage_dir, h)
     previous = stage_dir
   h.write(workdir)
-  return write_report(workdir, stage_chain(previous))
+  return finish(config, workdir, stage_chain(previous))
+
+
+def finish(config: ml_collections.ConfigDict, workdir: str, chain: dict) -> dict:
+  """The run's report; then the sweep's all-heads report if this run is a grid cell."""
+  results = write_report(workdir, chain)
+  root = config.hierarchy.get("sweep_root")
+  if root and jax.process_index() == 0:
+    sweep.write(root)
+  return results
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -66,6 +83,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"known: {', '.join(heads.ACTIVATIONS)}")
   check(not (config.dataset.mixup_alpha or config.dataset.cutmix_alpha), "dataset.mixup_alpha",
         (config.dataset.mixup_alpha, config.dataset.cutmix_alpha), "hierarchy losses need hard labels: set 0")
+  check(not c.stage_epochs or len(c.stage_epochs) == len(STAGES), "hierarchy.stage_epochs", c.stage_epochs,
+        f"one per stage: {', '.join(STAGES)}")
+  check(not c.stage_learning_rates or len(c.stage_learning_rates) == len(STAGES), "hierarchy.stage_learning_rates",
+        c.stage_learning_rates, f"one per stage: {', '.join(STAGES)}")
   check(config.model.name in ("resnet", "phinet"), "model.name", config.model.name, "known: resnet, phinet")
   if config.model.name == "phinet":
     fields = set(phinet.PhiNet.__dataclass_fields__) - {"num_classes", "dtype", "bn_axis_name", "parent", "name"}
@@ -95,7 +116,7 @@ def build_model(config: ml_collections.ConfigDict, h: hier.Hierarchy) -> heads.H
     raise config_lib.ConfigError(f"config error: hierarchy covers {h.num_fine} fine labels, dataset has {num_fine}")
   backbone = models.build_model(config.model, 0, bn_axis_name=steps.AXIS, backend=config.backend)
   head_cfg = config.head if stage == "stage1" else ml_collections.ConfigDict({"name": "hierarchy"})
-  frozen = stage != "stage1" and config.hierarchy.freeze_backbone
+  frozen = stage != "stage1" and (config.hierarchy.freeze_backbone or stage == "stage2_children")
   return heads.HeadedClassifier(backbone, heads.build_head(head_cfg, num_fine, h.groups), frozen_backbone=frozen)
 
 
@@ -115,9 +136,9 @@ def stage_train_step(config: ml_collections.ConfigDict, h: hier.Hierarchy, stage
   if stage not in LOSSES:
     return None
   c = config.hierarchy
+  weights = {"stage2": (1.0, 0.0), "stage2_children": (0.0, 1.0), "stage3": (c.parent_weight, c.child_weight)}
   loss = functools.partial(hierarchy_loss, parent_of=jnp.asarray(h.parent_of), child_of=jnp.asarray(h.child_of),
-                           parent_weight=c.parent_weight if stage == "stage3" else 1.0,
-                           child_weight=c.child_weight if stage == "stage3" else 0.0)
+                           parent_weight=weights[stage][0], child_weight=weights[stage][1])
   return functools.partial(steps.train_step, loss_fn=loss)
 
 
@@ -126,6 +147,8 @@ def stage_freeze(config: ml_collections.ConfigDict) -> str:
   stage, backbone = config.hierarchy.stage, ("" if config.hierarchy.freeze_backbone else ",backbone")
   if stage == "stage2":  # Parent-only loss: the child heads stay as initialised (no weight decay).
     return "head/parent" + backbone
+  if stage == "stage2_children":  # Seed 001 step 4: child heads on the frozen parent-only model.
+    return CHILD_PARAMS
   if stage == "stage3":
     return "head" + backbone
   return config.get("freeze", "full")
@@ -150,7 +173,8 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, h: hier.Hierarchy
          "steps": results["steps"], "num_params": results["num_params"],
          "head_params": models.parameter_count(host.params["head"]),
          "trainable_params": results.get("trainable_params"), "freeze": config.freeze,
-         "from_workdir": config.init.get("from_workdir")}
+         "from_workdir": config.init.get("from_workdir"),
+         "bottleneck": config.head.bottleneck if stage == "stage1" and config.head.name != "original" else None}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "hierarchy_metrics.json"), "w") as f:
       json.dump(out, f, indent=2)
@@ -158,7 +182,10 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, h: hier.Hierarchy
 
 
 def score(r: loop.Run, h: hier.Hierarchy) -> dict:
-  """Hierarchy metrics on the eval split: `flat` for stage1, `hard` and `soft` after."""
+  """Hierarchy metrics on the eval split: `flat` for stage1, `hard` and `soft` after.
+
+  Stage 2's child heads are untrained, so it is scored on its parent classifier alone.
+  """
   split = r.config.dataset.eval_split
   _, outputs = loop.evaluate(r, r.state, split)
   logits = outputs["logits"]
@@ -166,6 +193,8 @@ def score(r: loop.Run, h: hier.Hierarchy) -> dict:
   labels = np.array([int(source[i]["label"]) for i in range(len(source))])
   if r.config.hierarchy.stage == "stage1":
     return {"flat": hier.metrics(logits, labels, h, "soft")}
+  if r.config.hierarchy.stage == "stage2":
+    return {"parent_only": {"parent_accuracy": hier.metrics(logits, labels, h, "hard")["parent_accuracy"]}}
   return {routing: hier.metrics(logits, labels, h, routing) for routing in hier.ROUTINGS}
 
 
@@ -216,9 +245,14 @@ def stage_chain(workdir: str) -> dict:
   return {s: chain[s] for s in STAGES if s in chain}
 
 
-ROWS = (("stage1", "flat", "flat"), ("stage2", "hard", "hierarchy, parent only, hard"),
+ROWS = (("stage1", "flat", "flat"),
+        ("stage2_children", "hard", "hierarchy, parent only + child heads, hard routing"),
+        ("stage2_children", "soft", "hierarchy, parent only + child heads, soft routing"),
         ("stage3", "hard", "hierarchy, hard routing"), ("stage3", "soft", "hierarchy, soft routing"))
 COLUMNS = ("fine_top1", "fine_top5", "parent_accuracy", "child_accuracy_mean", "errors_within_parent")
+TOP5_NOTE = ("Top-5: the 5 best fine labels by p(fine) (flat head, soft routing); n/a under hard routing, "
+             "which commits to one parent (its 5 best labels are that parent's children, so with 5 "
+             "children per parent it would be the parent accuracy column again).")
 
 
 def write_report(workdir: str, chain: dict) -> dict:
@@ -234,20 +268,29 @@ def write_report(workdir: str, chain: dict) -> dict:
   return results
 
 
+def fmt(value, spec: str = ".4f") -> str:
+  """A metric cell: n/a for a metric a row does not have (hard routing's top-5)."""
+  return "n/a" if value is None else format(value, spec)
+
+
 def report_markdown(chain: dict, comparison: dict) -> str:
+  """Rows only from trained heads: stage 2 (untrained children) shows its parent accuracy in text."""
   any_stage = next(iter(chain.values()))
   lines = ["# Flat vs hierarchical heads", "",
            f"Stages found: {', '.join(chain)}; metrics on the eval split's fine labels. "
            "Hard routing: argmax parent, then its child head; soft: argmax p(parent) p(child | parent). "
            "Child accuracy: the right fine label among the true parent's children; "
-           "errors within parent: share of fine errors whose prediction has the true parent.", "",
+           "errors within parent: share of fine errors whose prediction has the true parent. " + TOP5_NOTE, "",
            "| head | " + " | ".join(COLUMNS) + " | head params | steps |",
            "|---" * (len(COLUMNS) + 3) + "|"]
   for s, routing, label in ROWS:
     if s in chain:
       m = chain[s]["metrics"][routing]
-      lines.append(f"| {label} ({chain[s]['head']}) | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
+      lines.append(f"| {label} ({chain[s]['head']}) | " + " | ".join(fmt(m.get(c)) for c in COLUMNS)
                    + f" | {chain[s]['head_params']:,} | {chain[s]['steps']} |")
+  if "stage2" in chain:
+    lines += ["", "Stage 2 (parent classifier only; child heads not yet trained, so no fine-label row): "
+              f"parent accuracy {fmt(chain['stage2']['metrics']['parent_only']['parent_accuracy'])}."]
   lines += ["", f"Backbone + head parameters (last stage): {any_stage['num_params']:,}.", ""]
   lines += per_parent_table(comparison)
   return "\n".join(lines) + "\n"
