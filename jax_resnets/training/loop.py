@@ -114,8 +114,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None, seeds: Se
                                          jax.process_count(), train_source)
   state = init_weights(config, state.replace(apply_fn=apply_fn))
   state = prepare_state(state) if prepare_state else state
-  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint)
-  state, train_iter = ckpt.restore_latest(state, train_iter)
+  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint, config)
+  state, train_iter = ckpt.restore_latest(state, train_iter, all_finite)  # Verified: checksums, finite.
   return Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
              steps_per_epoch, total_steps, tuple(int(s) for s in seeds))
 
@@ -293,6 +293,7 @@ def preempt(run: Run, state, step: int, meter: Meter) -> None:
   if meter.buffer:
     meter.flush(step, state)
   run.ckpt.save(step, run.dp.unreplicate(state), run.train_iter)
+  run.writer.flush()  # Before waiting on the write: a failed save still leaves the curves on disk.
   run.ckpt.wait()
   run.writer.close()
   raise preemption.Preempted(f"stopped at step {step}; checkpoint saved in {run.workdir}/checkpoints; "
