@@ -1,5 +1,6 @@
 """The faces study end to end on a tiny synthetic face twin; early stopping; config errors."""
 import csv
+import functools
 import json
 import os
 
@@ -106,7 +107,7 @@ def test_train_step_on_4_devices_equals_1_device():
   import numpy as np
   import optax
   from jax_resnets.studies.faces import face_nets
-  from jax_resnets.training import parallel
+  from jax_resnets.training import parallel, steps
   from jax_resnets.training.state import create_train_state
 
   config = tiny_faces_config()
@@ -121,7 +122,9 @@ def test_train_step_on_4_devices_equals_1_device():
   batch = {"image": rng.normal(size=(8, 8, 8, 3)).astype(np.float32), "label": rng.integers(0, 5, 8).astype(np.int32)}
   out = []
   for n in (1, 4):
-    dp = faces.compile_steps(parallel.DataParallel("shard_map", jax.devices()[:n]), config)
+    step = functools.partial(steps.train_step, loss_fn=faces.face_loss(config.loss),
+                             after_update=faces.update_centers(config.loss))  # What faces.build gives the loop.
+    dp = parallel.DataParallel("shard_map", jax.devices()[:n]).compile_steps(step)
     new, metrics = dp.train_step(dp.replicate(state), dp.shard(batch))
     out.append((jax.device_get(new), dp.host_metrics(metrics)))
   (one, m1), (four, m4) = out

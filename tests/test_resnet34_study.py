@@ -101,7 +101,9 @@ def test_transfer_smoke_grid_trains_both_cells_and_reports_resumed_epochs(tmp_pa
   first = grid.apply_overrides(module.get_config(arg), {**cells["feature_extraction"], "num_epochs": 1})
   studies.run(first, os.path.join(root, "feature_extraction"))
   os.remove(os.path.join(root, "feature_extraction", "results.json"))  # Unfinished: the grid resumes it.
-  assert grid.run_local(f"{CONFIG}:transfer,synthetic", root, in_process=True, report=False) == []
+  # Resuming with num_epochs 1 -> 2 is a changed hyper-parameter: allowed explicitly.
+  assert grid.run_local(f"{CONFIG}:transfer,synthetic", root, extra=("--config.resume_with_changes=True",),
+                        in_process=True, report=False) == []
   trainable = {}
   for name, freeze in (("feature_extraction", "head_only"), ("fine_tuning", "full")):
     results = json.load(open(os.path.join(root, name, "results.json")))
