@@ -12,6 +12,10 @@ on an accelerator), model FLOPs per step from XLA's cost analysis (of the step w
 model.conv=xla: it does not count the oneDNN custom calls) and the achieved FLOP/s.
 `--vs-torch` builds the same network in plain PyTorch (bench_torch.py) in this process and
 alternates JAX and torch timed steps, so machine load hits both alike; it prints the ratio.
+With it, torch.compile(model) (inductor) is a third contender (torch_compile_train/_eval, its
+compile time, JAX/torch.compile ratios; `--notorch_compile` leaves it out; without a C++ compiler
+or when inductor fails, the reason is printed and it is skipped). `--mfu` adds model FLOP
+utilisation against the device's peak (benchmarks/mfu.py; "unknown peak" on other devices).
 `--population=K[,K...]` times `training/population.py` (K models vmapped over seeds) and
 prints the cost per model relative to K=1.
 """
@@ -43,6 +47,7 @@ import numpy as np
 import optax
 from absl import flags
 
+from benchmarks import mfu
 from jax_resnets.cpu.xla_flags import allocator
 from jax_resnets.models import registry
 from jax_resnets.studies.resnet34.timing import random_variables
@@ -62,6 +67,11 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _BACKEND = flags.DEFINE_enum("backend", "auto", list(backend.NAMES), "config.backend of the JAX contender "
                              "(read from argv before JAX starts).", flag_values=FLAGS)
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "Also time PyTorch eager, interleaved; print the ratio.", flag_values=FLAGS)
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "With --vs_torch, torch.compile(model) (inductor) is a "
+                                   "contender too; where it cannot run, the reason is printed and it is skipped.",
+                                   flag_values=FLAGS)
+_MFU = flags.DEFINE_bool("mfu", False, "Print model FLOP utilisation: XLA cost-analysis FLOPs / step time / the "
+                         "device's peak (PEAK_TFLOPS by device_kind; 'unknown peak' elsewhere).", flag_values=FLAGS)
 _CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "torch in channels_last memory format.", flag_values=FLAGS)
 _POPULATION = flags.DEFINE_list("population", [], "K values: time population.py's vmapped step instead.", flag_values=FLAGS)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=FLAGS)
@@ -141,13 +151,30 @@ def jax_contenders(model, modes: list[str], flops: dict[str, float]) -> dict:
   return out
 
 
-def torch_contenders(modes: list[str]) -> dict:
+def torch_contenders(modes: list[str], compiled: bool = False) -> dict:
+  """{'torch_train': ...} (eager) or {'torch_compile_train': ...} (torch.compile, compiled on first call)."""
   from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
   train, evaluate = bench_torch.steps(int(_MODEL.value.removeprefix("resnet")), _STEM.value, _WIDTH.value,
                                       _CLASSES.value, _BATCH.value, _IMAGE.value, _CHANNELS_LAST.value,
-                                      _DTYPE.value)
-  fns = {"torch_train": train, "torch_eval": evaluate}
-  return {k: (fns[k], float("nan"), float("nan")) for k in (f"torch_{m}" for m in modes)}
+                                      _DTYPE.value, compile_model=compiled)
+  prefix = "torch_compile" if compiled else "torch"
+  fns = {f"{prefix}_train": train, f"{prefix}_eval": evaluate}
+  return {k: (fns[k], float("nan"), float("nan")) for k in (f"{prefix}_{m}" for m in modes)}
+
+
+def torch_compile_contenders(modes: list[str]) -> tuple[dict, dict]:
+  """(contenders, first-call seconds = compile time), warmed up; ({}, {}) with the reason printed when
+  torch.compile cannot run here (no C++ compiler for inductor's CPU code, or its compile fails)."""
+  from benchmarks import bench_torch  # pylint: disable=g-import-not-at-top
+  why = bench_torch.compile_unavailable()
+  if why is None:
+    try:
+      contenders = torch_contenders(modes, compiled=True)
+      return contenders, warm_up({k: v[0] for k, v in contenders.items()}, _WARMUP.value)
+    except Exception as e:  # pylint: disable=broad-except  # inductor raises many types (BackendCompilerFailed...)
+      why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+  print(f"torch.compile skipped: {why}")
+  return {}, {}
 
 
 def interleaved_times(fns: dict[str, Callable], steps: int, rewarm: int = 0) -> dict[str, list[float]]:
@@ -204,6 +231,14 @@ def load_average() -> str:
     return "n/a"
 
 
+def mfu_text(flops_per_s: float) -> str:
+  kind = jax.devices()[0].device_kind
+  peak = mfu.peak_flops(kind, _DTYPE.value)
+  if peak is None:
+    return f"unknown peak ({kind})"
+  return f"{100 * flops_per_s / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s ({kind}, {_DTYPE.value})"
+
+
 def report(contenders: dict, times: dict, first: dict, batch: int, memory: dict) -> None:
   rates = {k: batch / statistics.median(v) for k, v in times.items()}
   for name, (_, compile_s, flops) in contenders.items():
@@ -212,6 +247,10 @@ def report(contenders: dict, times: dict, first: dict, batch: int, memory: dict)
     if name.startswith("jax"):
       extra = (f"  compile {compile_s:.1f}s  first call {first[name]:.2f}s  peak mem {memory[name]:.0f} MiB"
                f"  {flops / 1e9:.1f} GFLOP/step  {flops / med / 1e9:.1f} GFLOP/s")
+      if _MFU.value:
+        extra += f"  MFU {mfu_text(flops / med)}"
+    elif name.startswith("torch_compile"):
+      extra = f"  compile (first call) {first[name]:.1f}s"
     spread = f"[{batch / max(times[name]):.1f}-{batch / min(times[name]):.1f}]"
     print(f"{name:12s} {rates[name]:8.1f} img/s {spread}{extra}")
   for mode in ("train", "eval"):
@@ -219,6 +258,8 @@ def report(contenders: dict, times: dict, first: dict, batch: int, memory: dict)
       ratios = [t / j for j, t in zip(times[f"jax_{mode}"], times[f"torch_{mode}"])]
       print(f"ratio {mode}: JAX/torch = {rates[f'jax_{mode}'] / rates[f'torch_{mode}']:.2f}x "
             f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+    if f"jax_{mode}" in rates and f"torch_compile_{mode}" in rates:
+      print(f"ratio {mode}: JAX/torch.compile = {rates[f'jax_{mode}'] / rates[f'torch_compile_{mode}']:.2f}x")
 
 
 def single_model() -> None:
@@ -235,6 +276,10 @@ def single_model() -> None:
     torch_side = torch_contenders(modes)
     warm_up({k: v[0] for k, v in torch_side.items()}, _WARMUP.value)
     contenders.update(torch_side)
+    if _TORCH_COMPILE.value:
+      compiled, compile_first = torch_compile_contenders(modes)
+      contenders.update(compiled)
+      first.update(compile_first)
   times = interleaved_times({k: v[0] for k, v in contenders.items()}, _STEPS.value, _REWARM.value)
   report(contenders, times, first, _BATCH.value, memory)
   print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {allocator()}")
@@ -273,9 +318,10 @@ def population_bench() -> None:
   for k in ks:
     med = statistics.median(times[f"K={k}"])
     _, compile_s, flops = contenders[f"K={k}"]
+    mfu = f"  MFU {mfu_text(flops / med)}" if _MFU.value else ""
     print(f"K={k:<3d} {med * 1e3:8.1f} ms/step  {k * _BATCH.value / med:8.1f} img/s (all models)  "
           f"cost per model {med / k / base:.2f}x K={ks[0]}  K runs' worth: {med / (k * base):.2f}  "
-          f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s")
+          f"compile {compile_s:.1f}s  {flops / med / 1e9:.1f} GFLOP/s{mfu}")
   print(f"load average: {load_average()}  cpu: {cpu_model()}  malloc: {allocator()}")
 
 

@@ -108,25 +108,45 @@ class ResNet(nn.Module):
     return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def compile_unavailable() -> str | None:
+  """Why torch.compile cannot run here (None if it may): inductor's CPU code needs a C++ compiler."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  if not hasattr(torch, "compile"):
+    return f"torch {torch.__version__} has no torch.compile"
+  if torch.cuda.is_available():
+    return None  # Triton kernels on the GPU; a host compiler is still used for wrappers.
+  if os.environ.get("CXX"):  # Inductor compiles with $CXX when it is set.
+    cxx = os.environ["CXX"]
+    return None if shutil.which(cxx) else f"CXX={cxx} is not an executable compiler (inductor's CPU kernels)"
+  found = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+  return None if found else "no C++ compiler (g++/clang++) for inductor's CPU kernels"
+
+
 def steps(depth: int, stem: str, width: int, num_classes: int, batch: int, image: int,
-          channels_last: bool = False, dtype: str = "float32", seed: int = 0) -> tuple[Callable, Callable]:
+          channels_last: bool = False, dtype: str = "float32", seed: int = 0,
+          compile_model: bool = False) -> tuple[Callable, Callable]:
   """(train_step, eval_step) closures on one fixed random batch: SGD momentum 0.9, cross-entropy.
 
-  bfloat16: autocast on CPU (weights stay float32), as our `model.dtype=bfloat16`.
+  bfloat16: autocast (weights stay float32), as our `model.dtype=bfloat16`. On a CUDA device
+  when torch has one (a GPU benchmark compares like with like), else CPU. compile_model: the
+  model under `torch.compile` (inductor; compiled lazily, on the first train / eval call: the
+  first calls are the compile, errors included); the optimizer step stays eager.
   """
   torch.manual_seed(seed)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
   fmt = torch.channels_last if channels_last else torch.contiguous_format
-  model = ResNet(depth, num_classes, width, stem).to(memory_format=fmt)
-  x = torch.randn(batch, 3, image, image).to(memory_format=fmt)
-  y = torch.randint(0, num_classes, (batch,))
+  model = ResNet(depth, num_classes, width, stem).to(device=device, memory_format=fmt)
+  x = torch.randn(batch, 3, image, image).to(device=device, memory_format=fmt)
+  y = torch.randint(0, num_classes, (batch,)).to(device)
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  forward = torch.compile(model) if compile_model else model
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
   def train_step():
     model.train()
     opt.zero_grad(set_to_none=True)
     with autocast():
-      loss = F.cross_entropy(model(x).float(), y)
+      loss = F.cross_entropy(forward(x).float(), y)
     loss.backward()
     opt.step()
     return loss.item()
@@ -134,6 +154,6 @@ def steps(depth: int, stem: str, width: int, num_classes: int, batch: int, image
   def eval_step():
     model.eval()
     with torch.inference_mode(), autocast():
-      return model(x).float().sum().item()
+      return forward(x).float().sum().item()
 
   return train_step, eval_step

@@ -22,6 +22,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/jax_resnets_data_bench", "Where 
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "grain worker processes.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _BATCHES = flags.DEFINE_integer("num_batches", 60, "Timed batches (after 10 warm-up batches).")
+_FAKE = flags.DEFINE_integer("fake_per_batch", 2000, "Fake images per CIFAR batch file (5 train + 1 test) and "
+                             "x1 CelebA images, written once per --workdir (small: a quick dry run).")
 _CASES = flags.DEFINE_list("cases", ["cifar10_32", "celeb_a_64", "celeb_a_128"], "Which benchmarks.")
 
 
@@ -44,9 +46,9 @@ def ensure_prepared(name: str, workdir: str) -> str:
   data_dir, raw = os.path.join(workdir, "tfds"), os.path.join(workdir, "raw", name)
   if not os.path.exists(os.path.join(data_dir, name)):
     if name == "cifar10":
-      fakes.write_cifar10(raw, per_batch=2000)
+      fakes.write_cifar10(raw, per_batch=_FAKE.value)
     else:
-      write_celeba_like(raw, 2000)
+      write_celeba_like(raw, _FAKE.value)
     prepare.prepare(name, data_dir, raw)
   return data_dir
 
