@@ -11,6 +11,8 @@ import pytest
 
 from jax_resnets import config_lib, studies
 from jax_resnets.data import celeba, sources
+from jax_resnets.studies.celeba_cie import report
+from jax_resnets.studies.celeba_cie import study as study_module
 from testutils import tiny_cie_config
 
 LEVEL = "prune_0.99"
@@ -25,6 +27,8 @@ def load_config(arg: str):
 
 def tiny_config():
   config = tiny_cie_config()
+  config.dataset.synthetic_sizes = {**config.dataset.synthetic_sizes, "validation": 24}
+  config.cie.tie_rule = "label_0"  # K = 2 can tie.
   config.cv_folds = 2
   return config
 
@@ -40,8 +44,24 @@ def test_smoke_config_keeps_every_level():
   config = load_config("smoke")
   assert tuple(config.cie.sparsities) == (0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
   assert len(config.cie.quantization) == 4 and config.dataset.synthetic
+  assert config.cie.num_seeds % 2 == 1 and config.cie.tie_rule == "odd_only"
+  assert load_config("").cie.num_seeds == 30 and load_config("").cie.tie_rule == "label_0"
   with pytest.raises(ValueError, match="unknown argument"):
     load_config("smok")
+
+
+def test_augment_variant_crops_flips_and_jitters():
+  assert tuple(load_config("smoke,augment").dataset.augment) == ("crop", "flip", "color_jitter")
+  assert tuple(load_config("smoke,no_augment").dataset.augment) == ()
+  with pytest.raises(ValueError, match="exclude each other"):
+    load_config("augment,no_augment")
+
+
+def test_even_population_needs_a_tie_rule(tmp_path):
+  config = tiny_config()
+  config.cie.tie_rule = "odd_only"
+  with pytest.raises(config_lib.ConfigError, match="cie.num_seeds=2 .*tie_rule=label_0"):
+    studies.run(config, str(tmp_path))
 
 
 def test_study_writes_all_outputs(study):
@@ -66,8 +86,33 @@ def test_study_writes_all_outputs(study):
     assert set(json.load(f)["analysis"]) == set(levels)
   cv = results["cv"]
   assert cv["folds"] == 2 and len(cv["accuracy"]) == 2 and all(0 <= a <= 1 for a in cv["accuracy"])
+  assert set(cv["mean"]) == set(cv["std"]) == {"accuracy", "precision", "recall", "f1", "cie_count"}
+  assert all(0 <= r["cie_count"] <= 80 for r in cv["per_fold"])
   with open(os.path.join(workdir, "report.md")) as f:
-    assert "## Baseline k-fold cross-validation" in f.read()
+    report = f.read()
+  assert "## Baseline k-fold cross-validation" in report and "modal CIE vs baseline (test)" in report
+  assert "K = 2 is even, so modal labels can tie; ties go to label 0 (`cie.tie_rule=label_0`)" in report
+
+
+def test_loss_curves_come_from_the_event_files(study):
+  _, workdir, results = study
+  curves = results["curves"]["baseline"]
+  assert [r["step"] for r in curves] == [8, 16]  # One row per epoch end (8 steps an epoch).
+  assert all(r[t] is not None and np.isfinite(r[t]) for r in curves for t in report.CURVE_TAGS)
+  assert os.path.getsize(os.path.join(workdir, "loss_curves.png")) > 0
+  with open(os.path.join(workdir, "report.md")) as f:
+    text = f.read()
+  assert "## Train and validation loss" in text and "### baseline" in text
+  assert f"{curves[-1]['eval/loss']:.4f} ± {curves[-1]['eval/loss_std']:.4f}" in text
+
+
+def test_grid_level_is_the_highest_sparsity_that_did_not_collapse():
+  labels = np.array([1, 0, 0, 0])
+  table = report.PredictionTable(np.arange(4), labels, np.zeros((4, 40), int), {
+      "baseline": {0: labels}, "prune_0.9": {0: np.array([1, 0, 1, 0])}, "prune_0.99": {0: np.zeros(4, int)}})
+  levels = {"baseline": {"kind": "baseline"}, "prune_0.9": {"kind": "pruning"}, "prune_0.99": {"kind": "pruning"}}
+  assert study_module.collapsed(table, "prune_0.99") and not study_module.collapsed(table, "prune_0.9")
+  assert study_module.default_grid_level(table, levels) == "prune_0.9"
 
 
 def read_predictions(path):

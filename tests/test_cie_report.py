@@ -117,7 +117,8 @@ def test_population_wrong_on_one_subgroup_is_significantly_hurt_there_only(tmp_p
   assert over["not Male, not Young"]["significant"] and over["not Male, not Young"]["over_index_ci"][0] > 3
   assert over["Blond, not Male, not Young"]["significant"] and over["Male"]["over_index"] == 0
   assert [o.split(" ×")[0] for o in report.over_represented(a)] == [
-      "not Male", "not Young", "not Male, not Young", "Blond, not Male, not Young", "not Blond, not Male, not Young"]
+      "not Male", "not Young", "not Male, not Young", "Blond, not Male", "Blond, not Male, not Young",
+      "not Blond, not Male", "not Blond, not Male, not Young"]
 
 
 def test_over_representation_in_proportion_is_not_significant():
@@ -125,7 +126,7 @@ def test_over_representation_in_proportion_is_not_significant():
   masks = {**subgroups.subgroup_masks(attributes), **subgroups.cell_masks(attributes, labels)}
   every_fourth = np.arange(labels.size) % 4 < 2  # Half of every cell, Blond or not: in proportion.
   out = subgroups.over_index_intervals(every_fourth, masks)[0]
-  assert set(out) == set(masks) and len(out) == 16
+  assert set(out) == set(masks) and len(out) == 20  # 8 subgroups, 4 label x Male, 8 label x Male x Young.
   for g, row in out.items():
     assert row["over_index"] == pytest.approx(1.0) and row["ci"][0] < 1 < row["ci"][1], g
     assert row["significant"] is False and row["cie_in_group"] == row["n"] // 2
@@ -181,3 +182,18 @@ def test_results_json_fields_and_point_estimate_tables(tmp_path):
   fnr = section((tmp_path / "report.md").read_text(), "## False-negative rate")
   line = next(l for l in fnr.splitlines() if l.startswith("| prune_0.9 |"))
   assert line.split(" | ")[2] == f"{100 * row['fnr']:.2f}"
+
+
+def test_a_rare_group_holding_many_cie_is_tested_a_rare_group_holding_few_is_withheld():
+  n = 2000
+  rare, other = np.arange(n) < 20, (np.arange(n) >= 20) & (np.arange(n) < 40)
+  selected = (np.arange(n) < 12) | ((np.arange(n) >= 40) & (np.arange(n) < 60)) | (np.arange(n) == 20)
+  out = subgroups.over_index_intervals(selected, {"rare": rare, "other": other})[0]
+  assert out["rare"]["expected"] < stats.MIN_COUNT <= out["rare"]["cie_in_group"] == 12
+  assert out["rare"]["note"] is None and out["rare"]["significant"] and out["rare"]["ci"][0] > 10
+  assert out["other"]["note"] == "too few CIE expected (0.3) or found (1)" and not out["other"]["significant"]
+
+
+def test_report_states_the_modal_tie_rule():
+  assert report.tie_line({"num_seeds": 3, "tie_rule": "odd_only"}) == "Modal CIE: K = 3 is odd, so no modal label ties"
+  assert "ties go to label 0 (`cie.tie_rule=label_0`)" in report.tie_line({"num_seeds": 30, "tie_rule": "label_0"})

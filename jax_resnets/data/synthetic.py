@@ -8,6 +8,7 @@ image size); an example is its class prototype blended with per-example noise an
 random shift. A ResNet separates the classes within a few hundred steps.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -52,6 +53,20 @@ class SyntheticClassification:
 
 
 # --- CelebA twin (used by the compression-bias study; schema in jax_resnets/data/celeba.py) ---
+#
+# Why the twin can show compression bias (Hooker et al. 2020). The paper finds that pruning
+# "cannibalises" the long tail: a compressed network keeps its accuracy on the common cases and
+# loses the rare, atypical ones first. The twin plants one such tail and nothing else. Blond_Hair
+# is common and loud among women (24%; long hair: a cap plus bands beside the face, ~27% of the
+# image in blond) and rare and quiet among men (2%, as in CelebA; short hair: a thin cap, ~7% of
+# the image, the same colour). Backgrounds take any colour, so "some yellow pixels" is not enough:
+# the network has to read colour in the hair region, and for men from a handful of pixels, under a
+# prior of 2% (P(Blond | Male)) that says "not blond". A dense ResNet has the capacity to learn both
+# cues; a network pruned hard spends its few remaining weights where the loss is, keeps the loud
+# majority cue and falls back on the prior for men: blond men's false-negative rate rises and they
+# over-index among the compressed population's CIE, while overall accuracy barely moves. The
+# generator knows nothing about compression: it renders attributes; the effect (or its absence)
+# comes from training and pruning (tests/test_cie_twin.py checks its direction).
 
 # Approximate CelebA prevalences of the attributes the twin draws independently.
 _CELEBA_RATES = {
@@ -63,10 +78,11 @@ _CELEBA_RATES = {
     "Wavy_Hair": 0.32, "Wearing_Earrings": 0.19, "Wearing_Hat": 0.05, "Wearing_Necklace": 0.12,
     "Wearing_Necktie": 0.07,
 }
-# Hair colours (RGB); "other" is an unnamed dark colour (no hair attribute set).
-_HAIR_RGB = {"Blond_Hair": (220, 190, 105), "Black_Hair": (30, 25, 25), "Brown_Hair": (105, 70, 40),
+# Hair colours (RGB), the same for both sexes; "other" is an unnamed dark colour (no hair attribute).
+_HAIR_RGB = {"Blond_Hair": (225, 195, 100), "Black_Hair": (30, 25, 25), "Brown_Hair": (105, 70, 40),
              "Gray_Hair": (160, 160, 165), "other": (75, 55, 40)}
 _HAIR_NAMES = ("Blond_Hair", "Black_Hair", "Brown_Hair", "Gray_Hair", "Bald")
+_CACHE_SIZE = 1 << 15  # Rendered examples kept per process (~100 MB at 32 px).
 
 
 def celeba_attributes(rng: np.random.Generator) -> dict:
@@ -101,13 +117,27 @@ def _ellipse(yy, xx, cy, cx, ry, rx):
   return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
 
 
+def hair_colour(a: dict, rng: np.random.Generator) -> np.ndarray:
+  """RGB of the hair: the named colour, jittered per example."""
+  rgb = _HAIR_RGB[next((h for h in _HAIR_RGB if a.get(h)), "other")]
+  return np.clip(np.array(rgb, np.float32) + rng.normal(0, 18, 3), 0, 255)
+
+
+def hair_mask(a: dict, yy, xx, cy, cx, ry, rx, face) -> np.ndarray:
+  """Women: a cap and long hair beside the face to the bottom edge; men: a thin cap (short hair)."""
+  if a["Male"]:
+    return _ellipse(yy, xx, cy - 0.08, cx, ry * 1.05, rx * 1.15) & (yy < cy - 0.45 * ry)
+  cap = _ellipse(yy, xx, cy - 0.08, cx, ry * 1.05, rx * 1.2) & (yy < cy - 0.25 * ry)
+  return cap | ((np.abs(xx - cx) < rx * 1.35) & (yy > cy - 0.3) & ~face)
+
+
 def draw_face(a: dict, rng: np.random.Generator, size: int) -> np.ndarray:
   """Renders attributes as a cartoon face, float32 [size, size, 3] in [0, 255].
 
-  Visible cues: hair colour in the hair region (Blond: light yellow, with per-example jitter);
-  Male: wider face, short hair (a cap) vs long hair down the sides, darker jaw if bearded;
-  not Young: forehead wrinkle stripes and less saturated skin; plus eyeglasses, smile, hat,
-  lipstick, pale skin, blur. Face position, scale and background vary per example.
+  Visible cues: hair colour in the hair region (hair_mask: women's hair is a large area, men's a
+  thin cap, so a blond man shows a quarter of a blond woman's blond pixels); Male: wider face, short hair, darker jaw
+  if bearded; not Young: forehead wrinkle stripes and less saturated skin; plus eyeglasses,
+  smile, hat, lipstick, pale skin, blur. Face position, scale and background vary per example.
   """
   yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
   cy, cx = rng.uniform(-0.08, 0.08, 2)
@@ -116,12 +146,7 @@ def draw_face(a: dict, rng: np.random.Generator, size: int) -> np.ndarray:
   img = np.ones((size, size, 3), np.float32) * rng.uniform(40, 215, 3).astype(np.float32)
   face = _ellipse(yy, xx, cy + 0.05, cx, ry, rx)
   if not a["Bald"]:
-    hair_rgb = np.array(_HAIR_RGB[next((h for h in _HAIR_RGB if a.get(h)), "other")], np.float32)
-    hair_rgb = np.clip(hair_rgb + rng.normal(0, 18, 3), 0, 255)
-    hair = _ellipse(yy, xx, cy - 0.08, cx, ry * 1.05, rx * 1.2) & (yy < cy - 0.25 * ry)
-    if not a["Male"]:  # Long hair: bands beside the face down to the bottom edge.
-      hair |= (np.abs(xx - cx) < rx * 1.35) & (yy > cy - 0.3) & ~face
-    img[hair] = hair_rgb
+    img[hair_mask(a, yy, xx, cy, cx, ry, rx, face)] = hair_colour(a, rng)
   skin = np.array([225, 185, 160] if a["Young"] else [195, 170, 160], np.float32)
   skin = skin * (1.12 if a["Pale_Skin"] else 1.0) + rng.normal(0, 10, 3)
   img[face] = np.clip(skin, 0, 255)
@@ -143,6 +168,19 @@ def draw_face(a: dict, rng: np.random.Generator, size: int) -> np.ndarray:
   if a["Blurry"]:
     img = (img + np.roll(img, 1, 0) + np.roll(img, 1, 1) + np.roll(img, (1, 1), (0, 1))) / 4
   return np.clip(img, 0, 255)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def celeba_example(seed: int, split: str, index: int, image_size: int) -> tuple:
+  """(image uint8, attributes int32 [40]) of one twin example, read-only and cached: a population
+  of K models reads every training image K times an epoch, and rendering is the costly part."""
+  from jax_resnets.data import celeba  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng([seed, 4243, SPLIT_IDS[split], index])
+  a = celeba_attributes(rng)
+  attributes = np.array([a[name] for name in celeba.ATTRIBUTES], np.int32)
+  image = draw_face(a, rng, image_size).astype(np.uint8)
+  image.flags.writeable = attributes.flags.writeable = False
+  return image, attributes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +209,6 @@ class SyntheticCelebA:
     index = int(index)
     if not 0 <= index < self.num_examples:
       raise IndexError(index)
-    rng = np.random.default_rng([self.seed, 4243, SPLIT_IDS[self.split], index])
-    a = celeba_attributes(rng)
-    attributes = np.array([a[name] for name in celeba.ATTRIBUTES], np.int32)
-    image = draw_face(a, rng, self.image_size).astype(np.uint8)
+    image, attributes = celeba_example(self.seed, self.split, index, self.image_size)
     label = attributes[celeba.ATTRIBUTES.index(self.label_attribute)]
     return {"image": image, "attributes": attributes, "label": np.int32(label), "id": np.int32(index)}

@@ -4,8 +4,11 @@ Inputs are predicted labels of two populations on the same N test examples, arra
 [K, N] (K models each; the two K may differ).
 
 Modal CIE: examples where the modal label of the compressed population differs from the
-modal label of the baseline population. Ties (possible with an even K) are broken towards
-the smallest class id (np.argmax takes the first maximum), identically for both populations.
+modal label of the baseline population. With two classes an odd K never ties; an even K can
+(the paper's K = 30), and a tie has no modal label, so the study makes the rule explicit
+(`cie.tie_rule`, TIE_RULES): `odd_only` refuses even populations (the study's config check),
+`label_0` breaks ties towards the smallest class id (np.argmax takes the first maximum),
+identically for both populations; the report states which one applied.
 
 Taxicab CIE: examples ranked by the taxicab (L1) distance between the two populations'
 label distributions, sum_c |p_baseline(c) - p_compressed(c)| in [0, 2]; the top
@@ -13,6 +16,8 @@ round(fraction * N) are CIE. Equal distances are ordered by example position (a 
 sort), and examples at distance 0 are never CIE (so there can be fewer than the quota).
 """
 import numpy as np
+
+TIE_RULES = ("odd_only", "label_0")
 
 
 def label_distribution(preds: np.ndarray, num_classes: int = 2) -> np.ndarray:

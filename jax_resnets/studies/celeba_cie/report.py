@@ -10,6 +10,7 @@ and which are noise: report.md opens with those findings (tests/test_cie_report.
 """
 import csv
 import dataclasses
+import os
 
 import numpy as np
 
@@ -325,6 +326,14 @@ def findings(results: dict) -> list:
           "are not tested."]
 
 
+def tie_line(cie_cfg: dict) -> str:
+  """How modal ties were settled: none can occur with an odd K (binary labels)."""
+  k, rule = cie_cfg["num_seeds"], cie_cfg.get("tie_rule", "label_0")
+  if k % 2:
+    return f"Modal CIE: K = {k} is odd, so no modal label ties"
+  return f"Modal CIE: K = {k} is even, so modal labels can tie; ties go to label 0 (`cie.tie_rule={rule}`)"
+
+
 def method_lines(results: dict) -> list:
   cfg, t = results["config"], results["top_fraction"]
   boot = next(iter(results["analysis"].values())).get("bootstrap", {})
@@ -335,7 +344,7 @@ def method_lines(results: dict) -> list:
       f"(begin {cfg['pruning']['begin_step']}, end {cfg['pruning']['end_step']}, every {cfg['pruning']['frequency']}).",
       "", "Every number below is recomputed from `predictions.csv` (see `jax_resnets/studies/celeba_cie/report.py`). "
       "Metric values are means over the population (± std across models); `n/a` = undefined (empty denominator). "
-      "Modal CIE ties go to label 0; taxicab CIE = top "
+      f"{tie_line(cfg['cie'])}; taxicab CIE = top "
       f"{t:.0%} of the test set by L1 distance (distance 0 excluded).",
       "", f"Intervals: {boot.get('confidence', stats.CONFIDENCE):.0%} percentile bootstrap over the test examples "
       f"({boot.get('resamples', stats.NUM_RESAMPLES)} resamples, seed {boot.get('seed', stats.SEED)}). A population's "
@@ -353,6 +362,7 @@ def write_report(results: dict, path: str) -> None:
   lines = [f"# Compression bias on CelebA `{cfg['dataset']['label_attribute']}`"
            + (" (synthetic twin)" if cfg["dataset"]["synthetic"] else ""), "", *findings(results), "",
            "## Setup", "", *method_lines(results), "", "## Levels", "", *summary_table(results), "",
+           *curves_lines(results),
            "## Subgroup audit", "", "Rates in %, changes against the baseline in percentage points, each with its "
            "95% interval (see Setup)."]
   for level in results["analysis"]:
@@ -376,11 +386,108 @@ def _tail_lines(results: dict) -> list:
            "![subgroup FNR/FPR vs sparsity](subgroup_rates.png)", "", "![CIE fraction per level](cie_fraction.png)",
            "", f"![modal CIE images at {results['grid_level']}](cie_grid.png)", ""]
   if results.get("cv"):
-    cv = results["cv"]
-    lines += ["## Baseline k-fold cross-validation", "",
-              f"{cv['folds']} folds: accuracy {fmt(cv['accuracy_mean'], True)} ± {fmt(cv['accuracy_std'], True)} % "
-              f"(per fold: {', '.join(fmt(a, True) for a in cv['accuracy'])})", ""]
+    lines += cv_lines(results["cv"])
   return lines + ["## Timing", "", *[f"- {k}: {v}" for k, v in results["timing"].items()], ""]
+
+
+CURVE_TAGS = ("train/loss", "train/loss_std", "eval/loss", "eval/loss_std")
+
+
+def epoch_curves(scalars: dict) -> list:
+  """One row per epoch end (each `eval/loss` point) from a level's TensorBoard scalars: the
+  validation loss there, and the train loss (population mean, and its std across models) averaged
+  over the steps logged since the previous epoch end. Values are means over the K models."""
+  rows, previous = [], 0
+  for epoch, (step, _) in enumerate(scalars.get("eval/loss", []), 1):
+    row = {"epoch": epoch, "step": step}
+    for tag in CURVE_TAGS:
+      if tag.startswith("eval/"):
+        row[tag] = dict(scalars.get(tag, [])).get(step)
+      else:
+        window = [v for s, v in scalars.get(tag, []) if previous < s <= step]
+        row[tag] = float(np.mean(window)) if window else None
+    rows.append(row)
+    previous = step
+  return rows
+
+
+def read_curves(level_dir: str) -> list:
+  """`epoch_curves` of the level's event files (resume-safe: a resumed process's points win)."""
+  from jax_resnets.studies.classification import study as classification  # pylint: disable=g-import-not-at-top
+  return epoch_curves(classification.read_scalars(level_dir)) if os.path.isdir(level_dir) else []
+
+
+def curve_levels(results: dict) -> list:
+  """The baseline and the study's grid level (the highest non-collapsed sparsity), when curves exist."""
+  curves = results.get("curves") or {}
+  wanted = [_baseline(results), results.get("grid_level")]
+  return [l for i, l in enumerate(wanted) if l in curves and curves[l] and l not in wanted[:i]]
+
+
+def _mean_std(row: dict, tag: str) -> str:
+  mean, std = row.get(tag), row.get(f"{tag}_std")
+  return "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def curves_lines(results: dict) -> list:
+  """Per-epoch train and validation loss (mean ± std over the population) of the curve levels."""
+  levels = curve_levels(results)
+  if not levels:
+    return []
+  lines = ["## Train and validation loss", "",
+           "Population mean ± std across the K models per epoch, read from each level's TensorBoard events "
+           "(`levels/<level>/events.*`: `train/loss`, `eval/loss` and their `_std`); train = mean of the "
+           "steps logged in the epoch, validation = the epoch-end evaluation on "
+           f"`{results['config']['cie'].get('validation_split') or results['config']['dataset']['eval_split']}`.",
+           "", "![train and validation loss](loss_curves.png)"]
+  for level in levels:
+    rows = [[str(r["epoch"]), str(r["step"]), _mean_std(r, "train/loss"), _mean_std(r, "eval/loss")]
+            for r in results["curves"][level]]
+    lines += ["", f"### {level}", "", *_table(["epoch", "step", "train loss", "validation loss"], rows)]
+  return lines + [""]
+
+
+def plot_loss_curves(results: dict, path: str) -> None:
+  """Train vs validation loss per epoch, mean ± std band, one panel per curve level."""
+  levels = curve_levels(results)
+  if not levels:
+    return
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4), squeeze=False)
+  for ax, level in zip(axes[0], levels):
+    rows = results["curves"][level]
+    x = [r["epoch"] for r in rows]
+    for tag, label in (("train/loss", "train"), ("eval/loss", "validation")):
+      y = np.array([np.nan if r[tag] is None else r[tag] for r in rows], float)
+      sd = np.array([np.nan if r[f"{tag}_std"] is None else r[f"{tag}_std"] for r in rows], float)
+      ax.plot(x, y, marker="o", label=label)
+      ax.fill_between(x, y - sd, y + sd, alpha=0.25)
+    ax.set(xlabel="epoch", ylabel="loss (population mean ± std)", title=level)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def cv_lines(cv: dict) -> list:
+  """Mean ± std across folds of the held-out metrics and of the fold populations' CIE count."""
+  if "per_fold" not in cv:  # Results written before the per-fold metrics.
+    return ["## Baseline k-fold cross-validation", "",
+            f"{cv['folds']} folds: accuracy {fmt(cv['accuracy_mean'], True)} ± {fmt(cv['accuracy_std'], True)} %", ""]
+  names = {"accuracy": "accuracy %", "precision": "precision %", "recall": "recall %", "f1": "F1 %",
+           "cie_count": "modal CIE vs baseline (test)"}
+  cell = lambda m, v: f"{v:.1f}" if m == "cie_count" else fmt(v, True)
+  rows = [[str(f), *[cell(m, r[m]) for m in names]] for f, r in enumerate(cv["per_fold"])]
+  rows.append(["mean ± std", *[f"{cell(m, cv['mean'][m])} ± {cell(m, cv['std'][m])}" for m in names]])
+  return ["## Baseline k-fold cross-validation", "",
+          f"{cv['folds']} folds of the training split; each fold's population (same K, seeds and steps as the "
+          "baseline) is trained on the other folds. Accuracy, precision, recall and F1 (means over its K models) "
+          "are on its held-out fold. Modal CIE is counted on the test split against the full baseline "
+          "population: those examples change modal label without any compression, only because the "
+          "population was trained on 1/k fewer examples, so it is the noise floor a compression level's "
+          "CIE count should be read against.", "",
+          *_table(["fold", *names.values()], rows), ""]
 
 
 def _pyplot():

@@ -29,7 +29,7 @@ from absl import logging
 
 from jax_resnets import backend, config_lib, models
 from jax_resnets.data import celeba, pipeline, sources
-from jax_resnets.studies.celeba_cie import pruning, quantization
+from jax_resnets.studies.celeba_cie import cie, pruning, quantization
 from jax_resnets.studies.celeba_cie import report as report_cie
 from jax_resnets.training import checkpointing, freeze, loop, steps
 
@@ -47,6 +47,10 @@ def validate(config: ml_collections.ConfigDict, total_steps: int) -> None:
   check(config.dataset.get("label_attribute") in celeba.ATTRIBUTES, "dataset.label_attribute",
         config.dataset.get("label_attribute"), "must be one of the 40 CelebA attributes")
   check(c.num_seeds >= 1, "cie.num_seeds", c.num_seeds, "must be >= 1")
+  tie_rule = c.get("tie_rule", "odd_only")
+  check(tie_rule in cie.TIE_RULES, "cie.tie_rule", tie_rule, f"known: {', '.join(cie.TIE_RULES)}")
+  check(c.num_seeds % 2 or tie_rule != "odd_only", "cie.num_seeds", c.num_seeds,
+        "even: modal labels can tie; use an odd population or choose a tie rule, e.g. cie.tie_rule=label_0")
   check(all(0 < s < 1 for s in c.sparsities), "cie.sparsities", c.sparsities, "each must be in (0, 1)")
   check(all(m in quantization.METHODS for m in c.quantization), "cie.quantization", c.quantization,
         f"known: {', '.join(quantization.METHODS)}")
@@ -122,8 +126,16 @@ def train_population(config, workdir: str, model, sparsity: float, overlay=None,
   tx_wrap = lambda tx: optax.chain(tx, pruning.gradual_magnitude_pruning(config.pruning, sparsity))
   run = loop.build(config, workdir, model=model, seeds=seeds_of(config), tx_wrap=tx_wrap,
                    prepare_state=overlay, train_source=train_source)
-  loop.train_and_evaluate(config, workdir, run=run)
+  loop.train_and_evaluate(config, workdir, run=run, validate=functools.partial(validation_metrics, config=config))
   return jax.device_get({"params": run.state.params, "batch_stats": run.state.batch_stats})
+
+
+def validation_metrics(run, state, config) -> dict:
+  """Epoch-end `eval/loss` and `eval/accuracy` on `cie.validation_split` (CelebA's validation
+  split), so the test split stays untouched until the study's predictions (and the train-vs-
+  validation curves in report.md are against data the models never trained on)."""
+  metrics, _ = loop.evaluate(run, state, config.cie.get("validation_split") or config.dataset.eval_split)
+  return {f"eval/{k}": v for k, v in metrics.items()}
 
 
 def seeds_of(config) -> list[int]:
@@ -199,6 +211,21 @@ def run_levels(config, workdir: str, model, levels: dict, timing: dict):
   return table, base
 
 
+def collapsed(table, level: str) -> bool:
+  """Whether a level's population learned nothing: mean accuracy no better than always predicting
+  the test set's majority class (e.g. every model says "not Blond" at 99% sparsity)."""
+  majority = max(table.labels.mean(), 1 - table.labels.mean())
+  return float((table.population(level) == table.labels[None]).mean()) <= majority + 1e-9
+
+
+def default_grid_level(table, levels: dict) -> str:
+  """The highest pruning sparsity whose population has not collapsed (its CIE are the compression's
+  choices, not a constant prediction); the last level when every pruned level collapsed."""
+  pruned = [l for l, m in levels.items() if m["kind"] == "pruning"]
+  alive = [l for l in pruned if not collapsed(table, l)]
+  return (alive or pruned or list(levels))[-1]
+
+
 def cie_grid(config, workdir: str, table, results: dict, level: str) -> None:
   """Up to 16 modal CIE images of `level`, captioned with label / baseline / compressed modal labels."""
   source = sources.make_source(config.dataset, config.dataset.eval_split)
@@ -222,8 +249,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   table, base = run_levels(config, workdir, model, levels, timing)
   report_cie.write_csv(table, os.path.join(workdir, "predictions.csv"))
   table = report_cie.read_csv(os.path.join(workdir, "predictions.csv"))  # Report only what the file holds.
-  pruned = [l for l, m in levels.items() if m["kind"] == "pruning"]
-  grid_level = config.cie.grid_level or (pruned[-1] if pruned else list(levels)[-1])
+  grid_level = config.cie.grid_level or default_grid_level(table, levels)
   params = jax.tree.map(lambda x: x[0], base["params"])
   results = {
       "analysis": report_cie.analyse(table, BASELINE, config.cie.taxicab_top_fraction),
@@ -233,9 +259,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "num_params": models.parameter_count(params),
       "trainable_params": freeze.param_counts(params, config.freeze)[0],
       "config": config.to_dict(),
+      "curves": {l: report_cie.read_curves(os.path.join(workdir, "levels", l)) for l, m in levels.items()
+                 if m["kind"] != "quantization"},
   }
   if config.cv_folds:
-    results["cv"] = cross_validate(config, workdir, model)
+    results["cv"] = cross_validate(config, workdir, model, table)
   timing["total (s)"] = round(time.time() - t_start, 1)
   results["timing"] = timing
   write_outputs(config, workdir, table, results)
@@ -245,27 +273,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def write_outputs(config, workdir: str, table, results: dict) -> None:
   report_cie.plot_subgroup_rates(results, os.path.join(workdir, "subgroup_rates.png"))
   report_cie.plot_cie_fraction(results, os.path.join(workdir, "cie_fraction.png"))
+  report_cie.plot_loss_curves(results, os.path.join(workdir, "loss_curves.png"))
   cie_grid(config, workdir, table, results, results["grid_level"])
   report_cie.write_report(results, os.path.join(workdir, "report.md"))
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1, default=str, allow_nan=True)
 
 
-def cross_validate(config, workdir: str, model) -> dict:
+CV_METRICS = ("accuracy", "precision", "recall", "f1", "cie_count")
+
+
+def cross_validate(config, workdir: str, model, table) -> dict:
   """k-fold CV of the baseline: a population per fold trained on the other folds (same steps), in
-  DIR/cv/fold_<f> (resumable like the levels)."""
+  DIR/cv/fold_<f> (resumable like the levels). Per fold: the population's mean accuracy, precision,
+  recall and F1 on its held-out fold, and its modal CIE count on the test split against the full
+  baseline population (`table`): how far the modal labels move when only the training data change
+  (a tenth fewer examples, no compression), i.e. the CIE count a compression level has to exceed."""
   train = sources.make_source(config.dataset, config.dataset.train_split)
   folds = np.array_split(np.random.default_rng(config.seed).permutation(len(train)), config.cv_folds)
-  accuracy, overlay = [], backbone_overlay(config)
+  per_fold, overlay = [], backbone_overlay(config)
   for f, held_out in enumerate(folds):
     rest = np.concatenate([x for g, x in enumerate(folds) if g != f])
     variables = train_population(config, os.path.join(workdir, "cv", f"fold_{f}"), model, 0.0,
                                  overlay, Subset(train, tuple(int(i) for i in rest)))
     preds, _, labels, _ = predict(config, model, variables, source=Subset(train, tuple(int(i) for i in held_out)))
-    accuracy.append(float((preds == labels).mean()))
-    logging.info("cv fold %d/%d: accuracy %.4f", f + 1, config.cv_folds, accuracy[-1])
-  return {"folds": config.cv_folds, "accuracy": accuracy, "accuracy_mean": float(np.mean(accuracy)),
-          "accuracy_std": float(np.std(accuracy))}
+    metrics = report_cie.subgroups.population_metrics(labels, preds)
+    test_preds = predict(config, model, variables)[0]
+    row = {m: metrics[m] for m in CV_METRICS[:-1]}
+    row["cie_count"] = int(report_cie.cie.modal_cie(table.population(BASELINE), test_preds).sum())
+    per_fold.append(row)
+    logging.info("cv fold %d/%d: %s", f + 1, config.cv_folds, row)
+  values = {m: np.array([r[m] for r in per_fold], float) for m in CV_METRICS}
+  return {"folds": config.cv_folds, "per_fold": per_fold, "accuracy": values["accuracy"].tolist(),
+          "mean": {m: float(np.nanmean(v)) for m, v in values.items()},
+          "std": {m: float(np.nanstd(v)) for m, v in values.items()},
+          "accuracy_mean": float(values["accuracy"].mean()), "accuracy_std": float(values["accuracy"].std())}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Positive class = label 1 (e.g. Blond_Hair). Undefined ratios (empty denominator) are NaN.
 Subgroups: Male / not Male, Young / not Young and the four intersections; for CIE
-over-representation also the eight cells label x Male x Young (e.g. "Blond, Male, Young").
+over-representation also the cells label x Male (e.g. "Blond, Male") and label x Male x Young
+(e.g. "Blond, Male, Young").
 
 Intervals (`rate_intervals`, `over_index_intervals`) are bootstrap intervals over test
 examples (stats.py). A population's rate is the mean of its K models' rates; within one
@@ -84,9 +85,10 @@ def over_indexing(selected: np.ndarray, attributes: np.ndarray, masks: dict | No
 
 
 def cell_masks(attributes: np.ndarray, labels: np.ndarray, positive_name: str = "Blond") -> dict:
-  """{'<positive_name>, Male, Young': bool [N], ...}: the label x Male x Young cells (8)."""
+  """{'<positive_name>, Male': bool [N], '<positive_name>, Male, Young': ..., ...}: the label x Male
+  cells (4, e.g. all blond men: a rare cell pooled over ages) and the label x Male x Young cells (8)."""
   positive, masks = np.asarray(labels) == 1, subgroup_masks(attributes)
-  cells = [g for g in SUBGROUPS if ", " in g]
+  cells = ["Male", "not Male", *[g for g in SUBGROUPS if ", " in g]]
   return {**{f"{positive_name}, {g}": positive & masks[g] for g in cells},
           **{f"not {positive_name}, {g}": ~positive & masks[g] for g in cells}}
 
@@ -183,14 +185,17 @@ def over_index_intervals(sets: np.ndarray, masks: dict, num_resamples: int = sta
 def _over_index_entry(n, selected, inside, total, point, lo, hi) -> dict:
   """One group's over-index, withheld (with the reason) when a handful of CIE would decide it.
 
-  With few CIE expected in a group, a percentile interval collapses (e.g. to [0, 0] when the
-  group holds no CIE) and would look significant, so those are reported as too few instead.
+  With few CIE expected in a group and few found there, a percentile interval collapses (e.g. to
+  [0, 0] when the group holds no CIE) and would look significant, so those are reported as too
+  few instead. A small group holding at least MIN_COUNT CIE (a rare cell the compression hurt,
+  such as blond men) is tested: its count, not the expectation, carries the interval.
   """
   expected = selected * n / total
   note = ("undefined: no examples in this subgroup" if n == 0 else "undefined: no CIE" if selected == 0
           else f"too few examples (n={n})" if n < stats.MIN_COUNT
           else f"too few CIE (n={selected})" if selected < stats.MIN_COUNT
-          else f"too few CIE expected ({expected:.1f})" if expected < stats.MIN_COUNT else None)
+          else f"too few CIE expected ({expected:.1f}) or found ({inside})"
+          if max(expected, inside) < stats.MIN_COUNT else None)
   return {"n": n, "cie_in_group": inside, "expected": float(expected), "over_index": float(point), "note": note,
           "ci": None if note else [float(lo), float(hi)],
           "significant": False if note else bool(stats.excludes(lo, hi, 1.0))}
