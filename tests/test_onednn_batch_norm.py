@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jax_resnets import config_lib
-from jax_resnets.models import registry
+from jax_resnets.models import registry, resnet
 from jax_resnets.cpu import fast_ops
 from jax_resnets.cpu import onednn
 
@@ -80,7 +80,9 @@ def test_a_workspace_of_the_wrong_size_is_a_clear_error():
 
 
 def _module_pair(**kwargs):
-  return nn.BatchNorm(momentum=0.9, epsilon=_EPS, **kwargs), fast_ops.BatchNorm(momentum=0.9, epsilon=_EPS, **kwargs)
+  """(the xla backend's norm, the cpu backend's): resnet.BatchNorm (flax's + torch's running variance) and
+  fast_ops.BatchNorm."""
+  return resnet.BatchNorm(momentum=0.9, epsilon=_EPS, **kwargs), fast_ops.BatchNorm(momentum=0.9, epsilon=_EPS, **kwargs)
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -138,10 +140,10 @@ def test_resnet_norm_fast_equals_reference_and_fuses_every_relu_after_a_norm():
   # own ReLU (stem, bn1 of each block), 11 by an add (bn2 of each block, 3 downsamples).
   x = np.random.default_rng(4).normal(size=(4, 16, 16, 3)).astype(np.float32)
   models = {}
-  for norm in ("reference", "fast"):
+  for norm, backend in (("reference", "xla"), ("fast", "cpu")):
     cfg = config_lib.base_config().model
-    cfg.update(depth=18, stem="cifar", width=4, norm=norm)
-    models[norm] = registry.build_model(cfg, num_classes=3)
+    cfg.update(depth=18, stem="cifar", width=4)
+    models[norm] = registry.build_model(cfg, num_classes=3, backend=backend)
   variables = models["reference"].init(jax.random.key(0), x, train=False)
 
   def loss(model, params):

@@ -9,11 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from jax_resnets import config_lib
+from jax_resnets import backend, config_lib
 from jax_resnets.models import registry
 from jax_resnets.cpu import fast_ops
 from jax_resnets.cpu import onednn
-from jax_resnets.training import population
+from jax_resnets.training import parallel, population
 
 _DN = ("NHWC", "HWIO", "NHWC")
 _LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
@@ -108,10 +108,10 @@ def test_conv_plan_by_map_size():
   assert fast_ops.conv_plan(small, k3, (2, 2), same, use_onednn=True, population=True) == "kn2row"
 
 
-def _tiny_resnet(conv="auto"):
+def _tiny_resnet(backend="cpu"):
   cfg = config_lib.base_config().model
-  cfg.update(depth=18, stem="cifar", width=4, conv=conv)
-  return registry.build_model(cfg, num_classes=3)
+  cfg.update(depth=18, stem="cifar", width=4)
+  return registry.build_model(cfg, num_classes=3, backend=backend)
 
 
 def _train_hlo(model, x):
@@ -207,22 +207,28 @@ def test_build_is_cached_and_a_failing_compiler_is_one_clear_error(monkeypatch, 
 
 
 @needs_onednn
-@pytest.mark.parametrize("num_models", [2, 4])  # 2: one program, 2 models in parallel; 4: one per device
+@pytest.mark.parametrize("num_models", [2, 4])
 def test_population_step_equals_each_models_own_step(num_models):
-  # The population's convs all go through oneDNN (models in parallel; shard_map over the 4 test
-  # devices when K divides evenly): one step must equal each model's step in a population of one.
-  pop = population.Population(_tiny_resnet(), optax.sgd(0.1, momentum=0.9), (16, 16, 3))
+  # The cpu backend's population step: the core step vmapped with its `per_model` wrapper, so every
+  # conv and batch norm goes through oneDNN, the models in parallel. One step must equal each model's
+  # step in a population of one.
+  model, tx, shape = _tiny_resnet(), optax.sgd(0.1, momentum=0.9), (16, 16, 3)
+  compiled = lambda k: parallel.DataParallel("shard_map", jax.devices()[:1], num_models=k,
+                                             per_model=backend.resolve("cpu").per_model).compile_steps()
   rng = np.random.default_rng(3)
   batch = {"image": rng.normal(size=(num_models, 4, 16, 16, 3)).astype(np.float32),
            "label": rng.integers(0, 3, (num_models, 4)).astype(np.int32)}
   seeds = list(range(10, 10 + num_models))
-  state = population.shard_models(pop.init(seeds, [0.0] * num_models), num_models)
-  hlo = pop.train_step.lower(state, population.shard_models(batch, num_models), 0).compile().as_text()
-  assert "all-gather" not in hlo and hlo.count('custom_call_target="OnednnConvBackwardWeights"') > 10
+  dp = compiled(num_models)
+  state = dp.replicate(population.init(seeds, model, shape, tx))
+  hlo = dp.train_step.lower(state, dp.shard(batch)).compile().as_text()
+  assert hlo.count('custom_call_target="OnednnConvBackwardWeights"') > 10
   assert hlo.count('custom_call_target="OnednnBatchNormBackward"') == 20  # ResNet-18's batch norms
-  together, metrics = pop.train_step(state, population.shard_models(batch, num_models), 0)
+  together, metrics = dp.train_step(state, dp.shard(batch))
+  one = compiled(1)
   for k, seed in enumerate(seeds):
-    alone, alone_metrics = pop.train_step(pop.init([seed], [0.0]), jax.tree.map(lambda b: b[k:k + 1], batch), 0)
+    alone, alone_metrics = one.train_step(one.replicate(population.init([seed], model, shape, tx)),
+                                          one.shard(jax.tree.map(lambda b: b[k:k + 1], batch)))
     np.testing.assert_allclose(metrics["loss"][k], alone_metrics["loss"][0], rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
-      np.testing.assert_allclose(got[k], want[0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(together.params)):
+      np.testing.assert_allclose(np.asarray(b)[k], np.asarray(a)[0], rtol=1e-4, atol=1e-5)
