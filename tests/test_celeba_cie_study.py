@@ -107,9 +107,9 @@ def test_loss_curves_come_from_the_event_files(study):
 
 
 def test_grid_level_is_the_highest_sparsity_that_did_not_collapse():
-  labels = np.array([1, 0, 0, 0])
-  table = report.PredictionTable(np.arange(4), labels, np.zeros((4, 40), int), {
-      "baseline": {0: labels}, "prune_0.9": {0: np.array([1, 0, 1, 0])}, "prune_0.99": {0: np.zeros(4, int)}})
+  labels = np.array([1, 1, 0, 0, 0])  # Majority class: 60%.
+  table = report.PredictionTable(np.arange(5), labels, np.zeros((5, 40), int), {
+      "baseline": {0: labels}, "prune_0.9": {0: np.array([1, 1, 0, 1, 0])}, "prune_0.99": {0: np.zeros(5, int)}})
   levels = {"baseline": {"kind": "baseline"}, "prune_0.9": {"kind": "pruning"}, "prune_0.99": {"kind": "pruning"}}
   assert study_module.collapsed(table, "prune_0.99") and not study_module.collapsed(table, "prune_0.9")
   assert study_module.default_grid_level(table, levels) == "prune_0.9"

@@ -397,9 +397,10 @@ def epoch_curves(scalars: dict) -> list:
   """One row per epoch end (each `eval/loss` point) from a level's TensorBoard scalars: the
   validation loss there, and the train loss (population mean, and its std across models) averaged
   over the steps logged since the previous epoch end. Values are means over the K models."""
-  rows, previous = [], 0
-  for epoch, (step, _) in enumerate(scalars.get("eval/loss", []), 1):
-    row = {"epoch": epoch, "step": step}
+  evals = scalars.get("eval/loss", [])
+  rows, previous, per_epoch = [], 0, evals[0][0] if evals else 1  # The first evaluation ends epoch 1.
+  for step, _ in evals:
+    row = {"epoch": round(step / per_epoch, 2), "step": step}  # A last, partial epoch: e.g. 6.05.
     for tag in CURVE_TAGS:
       if tag.startswith("eval/"):
         row[tag] = dict(scalars.get(tag, [])).get(step)
@@ -441,7 +442,7 @@ def curves_lines(results: dict) -> list:
            f"`{results['config']['cie'].get('validation_split') or results['config']['dataset']['eval_split']}`.",
            "", "![train and validation loss](loss_curves.png)"]
   for level in levels:
-    rows = [[str(r["epoch"]), str(r["step"]), _mean_std(r, "train/loss"), _mean_std(r, "eval/loss")]
+    rows = [[f"{r['epoch']:g}", str(r["step"]), _mean_std(r, "train/loss"), _mean_std(r, "eval/loss")]
             for r in results["curves"][level]]
     lines += ["", f"### {level}", "", *_table(["epoch", "step", "train loss", "validation loss"], rows)]
   return lines + [""]

@@ -304,9 +304,11 @@ def cross_validate(config, workdir: str, model, table) -> dict:
     per_fold.append(row)
     logging.info("cv fold %d/%d: %s", f + 1, config.cv_folds, row)
   values = {m: np.array([r[m] for r in per_fold], float) for m in CV_METRICS}
+  finite = lambda v: v[np.isfinite(v)]  # Precision is undefined (NaN) for a fold without positive predictions.
+  summary = lambda f, v: float(f(finite(v))) if finite(v).size else float("nan")
   return {"folds": config.cv_folds, "per_fold": per_fold, "accuracy": values["accuracy"].tolist(),
-          "mean": {m: float(np.nanmean(v)) for m, v in values.items()},
-          "std": {m: float(np.nanstd(v)) for m, v in values.items()},
+          "mean": {m: summary(np.mean, v) for m, v in values.items()},
+          "std": {m: summary(np.std, v) for m, v in values.items()},
           "accuracy_mean": float(values["accuracy"].mean()), "accuracy_std": float(values["accuracy"].std())}
 
 
