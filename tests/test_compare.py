@@ -231,7 +231,7 @@ def faces_run(root, name: str, verification: float, dev) -> str:
   config.update(study="faces", loss="arcface", faces={"task": "both"}, num_epochs=2)
   final = {"dev/accuracy": dev, "test/accuracy_if_labelled": float("nan"), "test/num_images": 12,
            "verification/accuracy": verification, "verification/threshold": "0.4321",
-           "verification/accuracy_2fold": str(verification - 0.05), "verification/no_match_fraction": 0.5}
+           "verification/accuracy_in_sample": str(verification + 0.05), "verification/no_match_fraction": 0.5}
   results = {"final": final, "chance": {"dev/accuracy": 0.1, "verification/accuracy": 0.5},
              "stopping_metric": "dev/accuracy", "best_step": 8, "stopped_at": None, "steps_run": 8,
              "total_steps": 8, "wall_time_s": 3.0, "files": ["report.md", "results.json"], "num_params": 5000,
@@ -248,8 +248,8 @@ def test_faces_rows_with_non_float_values(tmp_path):
   compare.write_report(runs, out)
   report, summary = read_report(out)
   assert summary["study"] == "faces"
-  assert table_row(report, "arcface", "both", "arcface", "75.00 (chance 50.00)", "70.00", "30.00 (chance 10.00)")
-  assert table_row(report, "softmax", "both", "arcface", "65.00 (chance 50.00)", "60.00", "25.00 (chance 10.00)")
+  assert table_row(report, "arcface", "both", "arcface", "75.00 (chance 50.00)", "80.00", "30.00 (chance 10.00)")
+  assert table_row(report, "softmax", "both", "arcface", "65.00 (chance 50.00)", "70.00", "25.00 (chance 10.00)")
   assert_pngs(out, "faces.png")
 
 

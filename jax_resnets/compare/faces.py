@@ -1,6 +1,6 @@
 """Face classification / verification runs (studies/faces/study.py `run`).
 
-results.json: {"final": {"dev/accuracy", "verification/accuracy", "verification/accuracy_2fold",
+results.json: {"final": {"dev/accuracy", "verification/accuracy", "verification/accuracy_in_sample",
 ...}, "chance", "stopping_metric", "best_step", "stopped_at", "steps_run", "total_steps",
 "wall_time_s", "num_params", "config"}. Final values may be strings (numpy scalars written
 with `default=str`), ints or NaN, so every value goes through runs.number. Events: dev/accuracy
@@ -8,8 +8,8 @@ and verification/* at each epoch end, train/* while training.
 """
 from jax_resnets.compare import adapter, markdown, plots, runs
 
-HEADLINE = (("verification/accuracy", "verification acc, held-out identities (%)"),
-            ("verification/accuracy_2fold", "verification acc, 2-fold threshold (%)"),
+HEADLINE = (("verification/accuracy", "verification acc, held out (k-fold threshold) (%)"),
+            ("verification/accuracy_in_sample", "verification acc, in-sample threshold (%)"),
             ("dev/accuracy", "dev classification acc (%)"))
 
 
@@ -50,8 +50,9 @@ COLUMNS = (("run", lambda r: r["run"]), ("task", lambda r: r["task"]), ("loss", 
            ("best checkpoint", lambda r: f"step {r['best_step']} by {r['stopping_metric']}"),
            ("params", markdown.col("num_params", ",.0f")), ("wall time (s)", markdown.col("wall_time_s", ".1f")))
 
-NOTE = ("Verification accuracy: the unknown_dev split (identities not trained on) with the threshold chosen "
-        "on it; 2-fold: the threshold chosen on one half and scored on the other (the held-out estimate). "
+NOTE = ("Verification accuracy on the unknown_dev split (identities not trained on): held out, the threshold "
+        "chosen on k-1 folds and scored on the k-th (faces.threshold_folds); in-sample, the threshold chosen "
+        "and scored on the same images (optimistic). "
         "Dev classification accuracy: the dev split of the known identities. All from the best checkpoint; "
         "chance as the study computes it.")
 
