@@ -4,14 +4,14 @@ results.json: {"stages": {stage: hierarchy_metrics}, "comparison": {row label: {
 fine_top5, parent_accuracy, child_accuracy_mean, errors_within_parent, ...}}}. A stage's own
 directory (DIR/stage1 of a `stage=all` run) holds the loop's results.json and
 hierarchy_metrics.json instead; its metrics become the rows. Events are in each stage's
-directory (DIR/stage1..3), or in DIR for a single-stage run.
+directory (DIR/stage1, stage2, stage2_children, stage3), or in DIR for a single-stage run.
 """
 import json
 import os
 
 from jax_resnets.compare import adapter, markdown, plots, runs
 
-STAGES = ("stage1", "stage2", "stage3")
+STAGES = ("stage1", "stage2", "stage2_children", "stage3")
 METRICS = ("fine_top1", "fine_top5", "parent_accuracy", "child_accuracy_mean", "errors_within_parent")
 
 
@@ -40,8 +40,9 @@ def rows(run: runs.RunLog, opts: adapter.Options) -> list[dict]:
 
 
 def _stage_of(label: str) -> str | None:
-  """The study's row labels: 'flat' is stage1, 'parent only' stage2, other hierarchy rows stage3."""
-  return "stage1" if label == "flat" else "stage2" if "parent only" in label else "stage3"
+  """The study's row labels: 'flat' is stage1, 'parent only (+ child heads)' stage2_children (the
+  child heads trained on the parent-only model), other hierarchy rows stage3."""
+  return "stage1" if label == "flat" else "stage2_children" if "parent only" in label else "stage3"
 
 
 def curves(run: runs.RunLog) -> list[plots.Curve]:
