@@ -68,7 +68,18 @@ def resolve(path: str, depth: int | None = None) -> str:
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """`.safetensors` (no torch needed) or a torch `.pth` state dict -> numpy arrays."""
+  """`.safetensors` (no torch needed) or a torch `.pth` state dict -> numpy arrays; a damaged file
+  (truncated, corrupt, not a state dict) is one WeightsError naming it."""
+  try:
+    return _read_state_dict(path)
+  except WeightsError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (torch / safetensors raise many types on bad bytes)
+    raise WeightsError(f"{path} cannot be read as a weights file ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}); download it again") from e
+
+
+def _read_state_dict(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
     return dict(load_file(path))

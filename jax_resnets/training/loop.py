@@ -187,6 +187,7 @@ class Meter:
   def __init__(self, run: Run, start_step: int):
     self.run, self.buffer, self.t0, self.step0 = run, [], None, start_step
     self.eval_seconds = 0.0  # The last evaluation's duration, for the ETA.
+    self.train_seconds = 0.0  # Completed train steps only: no compilation, evaluation or checkpoints.
 
   def add(self, metrics) -> None:
     self.buffer.append(metrics)
@@ -207,6 +208,7 @@ class Meter:
     out = {f"train/{k}": v for k, v in population_summary(per_model).items()}
     out["train/learning_rate"] = float(run.schedule(step)) * optim.plateau_scale(run.dp.unreplicate(state.opt_state))
     if self.t0 is not None and step > self.step0:
+      self.train_seconds += now - self.t0
       self.log_progress(step, (step - self.step0) / (now - self.t0), out)
     run.writer.scalars(step, out)
     self.t0, self.step0 = now, step
@@ -236,6 +238,8 @@ def end_of_epoch(run: Run, state, step: int, meter: Meter, validate: Callable) -
   run.ckpt.save_best(step, host_state, metrics)
   run.ckpt.save(step, host_state, run.train_iter)
   run.writer.flush()  # A kill -9 loses no more of the curves than of the checkpoints.
+  if meter.t0 is not None:
+    meter.t0 = time.time()  # Throughput and train time leave out validation and checkpoints.
   return {**train, **metrics}
 
 
@@ -285,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, run: Run
       meter.flush(step, state)
     if preemption.stop_requested() and step < run.total_steps:
       preempt(run, state, step, meter)
-  return finish(run, state, last, start, time.time() - t_start, validate)
+  return finish(run, state, last, start, time.time() - t_start, validate, meter.train_seconds)
 
 
 def preempt(run: Run, state, step: int, meter: Meter) -> None:
@@ -310,7 +314,7 @@ def already_finished(run: Run, workdir: str) -> dict:
   return {**results, "already_finished": True}
 
 
-def finish(run: Run, state, last: dict, start: int, wall: float, validate: Callable) -> dict:
+def finish(run: Run, state, last: dict, start: int, wall: float, validate: Callable, train_seconds: float) -> dict:
   """Final validation (if none ran this time), results.json, flush and close."""
   if not last:
     last = population_summary(validate(run, state))
@@ -323,6 +327,7 @@ def finish(run: Run, state, last: dict, start: int, wall: float, validate: Calla
       "steps": int(np.max(host.step)),
       "steps_this_run": steps_run,
       "wall_time_s": wall,
+      "train_time_s": train_seconds,  # completed train steps, without compilation, evaluation, checkpoints
       "steps_per_sec": steps_run / wall if steps_run else None,
       "num_params": models.parameter_count(params),
       "trainable_params": freeze.param_counts(params, run.config.freeze)[0],

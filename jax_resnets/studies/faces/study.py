@@ -193,8 +193,12 @@ class EarlyStopping:
     self.path, self.metric, self.mode, self.patience = os.path.join(workdir, "early_stopping.json"), metric, mode, patience
     self.state = {"best": None, "best_step": None, "bad_epochs": 0, "stopped_at": None}
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        self.state = json.load(f)
+      try:
+        with open(self.path) as f:
+          self.state = {**self.state, **json.load(f)}
+      except (ValueError, OSError) as e:  # A truncated file (killed mid-write) must not end in a traceback.
+        raise config_lib.ConfigError(f"{self.path} is damaged ({type(e).__name__}: {e}); delete it to recompute "
+                                     "early stopping from the next evaluation") from e
 
   def improved(self, value: float) -> bool:
     best = self.state["best"]
@@ -209,9 +213,10 @@ class EarlyStopping:
       self.state["bad_epochs"] += 1
     if self.state["bad_epochs"] >= self.patience:
       self.state["stopped_at"] = step
-    if jax.process_index() == 0:
-      with open(self.path, "w") as f:
+    if jax.process_index() == 0:  # Written aside and renamed: a kill never leaves half a file.
+      with open(self.path + ".tmp", "w") as f:
         json.dump(self.state, f)
+      os.replace(self.path + ".tmp", self.path)
     return self.state["stopped_at"] is not None
 
 
