@@ -27,8 +27,6 @@ def load_config(arg: str):
 
 def tiny_config():
   config = tiny_cie_config()
-  config.dataset.synthetic_sizes = {**config.dataset.synthetic_sizes, "validation": 24}
-  config.cie.tie_rule = "label_0"  # K = 2 can tie.
   config.cv_folds = 2
   return config
 
