@@ -15,9 +15,9 @@ import time
 
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from benchmarks import bench_torch  # Sets OMP_WAIT_POLICY before torch loads.
+from jax_resnets.data import augment  # The project's own resize: both sides see the same pixels.
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-order
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-order
 from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -59,16 +59,6 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 # ---- Data. -----------------------------------------------------------------------------------
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-  """Central square crop + bilinear resize (torchvision's CenterCrop(min side) + Resize)."""
-  h, w = image.shape[:2]
-  if h == w == size:
-    return image
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  return np.asarray(Image.fromarray(image[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR))
-
-
 def load_split(config: ml_collections.ConfigDict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
   """(uint8 [N, H, W, 3], int64 [N]) of a split, read once into memory through the data layer."""
   from jax_resnets.data import sources  # pylint: disable=g-import-not-at-top
@@ -77,7 +67,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> tuple[torch.Ten
   images, labels = [], []
   for i in range(len(source)):
     element = source[i]
-    images.append(resize_square(np.asarray(element["image"], np.uint8), size))
+    images.append(augment.center_crop_resize(np.asarray(element["image"], np.uint8), size))
     labels.append(int(element["label"]))
   return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
 

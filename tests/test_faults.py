@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jax_resnets.training import checkpointing, loop, parallel
-from testutils import tiny_config
+from testutils import assert_same_state, saved_state, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,19 +34,6 @@ def wait_for(path, proc, timeout=240):
     time.sleep(0.1)
 
 
-def latest_state(config, workdir):
-  run = loop.build(config, workdir)
-  state = jax.device_get(run.state)
-  run.ckpt.close()
-  return state
-
-
-def assert_same_params(a, b):
-  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
-                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
-    np.testing.assert_array_equal(x, y)
-
-
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   workdir = str(tmp_path / "killed")
   proc = start_main(workdir, "--config.num_epochs=3")
@@ -59,8 +46,8 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   reference = str(tmp_path / "reference")
   loop.train_and_evaluate(tiny_config(num_epochs=3), reference)
-  assert_same_params(latest_state(tiny_config(num_epochs=3), reference),
-                     latest_state(tiny_config(num_epochs=3), workdir))
+  assert_same_state(saved_state(tiny_config(num_epochs=3), reference),
+                     saved_state(tiny_config(num_epochs=3), workdir))
 
 
 def test_sigterm_saves_the_current_step_and_exits_143(tmp_path):
@@ -97,7 +84,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     loop.train_and_evaluate(tiny_config(), str(tmp_path))
   monkeypatch.undo()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
-  state = latest_state(tiny_config(), str(tmp_path))
+  state = saved_state(tiny_config(), str(tmp_path))
   assert int(state.step) == 4 and all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
@@ -111,7 +98,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   results = loop.train_and_evaluate(tiny_config(), workdir)
   assert results["steps_this_run"] == 4  # Resumed from step 4, not 8.
   assert "Checkpoint of step 8" in caplog.text and "unreadable" in caplog.text
-  assert int(latest_state(tiny_config(), workdir).step) == 8  # Step 8 was written again, readable.
+  assert int(saved_state(tiny_config(), workdir).step) == 8  # Step 8 was written again, readable.
 
 
 @contextlib.contextmanager
@@ -157,5 +144,5 @@ def test_full_disk_gives_clear_error_and_keeps_earlier_checkpoints(tmp_path, mon
     with contextlib.suppress(FileNotFoundError):
       os.remove(os.path.join(workdir, "filler"))
     monkeypatch.undo()
-    state = latest_state(tiny_config(), workdir)
+    state = saved_state(tiny_config(), workdir)
     assert int(state.step) == 4

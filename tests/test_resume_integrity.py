@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jax_resnets.training import checkpointing, loop
-from testutils import tiny_config
+from testutils import assert_same_state, saved_state, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,21 +21,6 @@ def run_main(workdir, *overrides):
   cmd = [sys.executable, "-m", "jax_resnets.main", "--config=tests/testutils.py", f"--workdir={workdir}",
          *overrides]
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
-
-
-def saved_state(config, workdir):
-  """The state a re-run would resume from (the newest intact checkpoint)."""
-  run = loop.build(config, workdir)
-  state = jax.device_get(run.state)
-  run.ckpt.close()
-  return state
-
-
-def assert_same_state(a, b):
-  assert int(a.step) == int(b.step)
-  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
-                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
-    np.testing.assert_array_equal(x, y)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Small configs shared by tests: tiny widths, small images, a handful of steps."""
+"""Small configs shared by tests: tiny widths, small images, a handful of steps; checkpoint helpers."""
 from jax_resnets import config_lib
 
 
@@ -41,3 +41,23 @@ def tiny_cie_config(arg: str = "smoke"):
   config.pruning.update(begin_step=2, end_step=12, frequency=2)
   config.cie.update(num_seeds=2, tie_rule="label_0", calibration_examples=8, taxicab_top_fraction=0.2)  # K=2 can tie
   return config
+
+
+def saved_state(config, workdir):
+  """The state a re-run of `config` in `workdir` resumes from (its newest intact checkpoint), on the host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax_resnets.training import loop  # pylint: disable=g-import-not-at-top
+  run = loop.build(config, workdir)
+  state = jax.device_get(run.state)
+  run.ckpt.close()
+  return state
+
+
+def assert_same_state(a, b):
+  """Bitwise equal step, params, batch stats and optimizer state."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert int(a.step) == int(b.step)
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
+    np.testing.assert_array_equal(x, y)
