@@ -40,6 +40,11 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
   wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  # TensorBoard events are flushed before each checkpoint: the curves reach the step it holds.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(workdir)
+  events.Reload()
+  assert 4 in [e.step for e in events.Scalars("eval/accuracy")]
   rerun = subprocess.run([sys.executable, "-m", "jax_resnets.main", "--config=tests/testutils.py",
                           f"--workdir={workdir}", "--config.num_epochs=3"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)

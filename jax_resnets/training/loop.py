@@ -234,10 +234,10 @@ def end_of_epoch(run: Run, state, step: int, meter: Meter, validate: Callable) -
   run.writer.scalars(step, metrics)
   logging.info("epoch %d: %s", math.ceil(step / run.steps_per_epoch),
                " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.endswith("_std")))
+  run.writer.flush()  # Before the checkpoint exists: a kill -9 loses no more of the curves than of it.
   host_state = run.dp.unreplicate(state)
   run.ckpt.save_best(step, host_state, metrics)
   run.ckpt.save(step, host_state, run.train_iter)
-  run.writer.flush()  # A kill -9 loses no more of the curves than of the checkpoints.
   if meter.t0 is not None:
     meter.t0 = time.time()  # Throughput and train time leave out validation and checkpoints.
   return {**train, **metrics}
