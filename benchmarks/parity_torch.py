@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import bench_torch  # Sets OMP_WAIT_POLICY before torch loads.
-from jax_resnets.data import augment  # The project's own resize: both sides see the same pixels.
+from jax_resnets.data import augment as data_augment  # The project's own resize: both sides see the same pixels.
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-order
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-order
 from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-order
@@ -67,7 +67,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> tuple[torch.Ten
   images, labels = [], []
   for i in range(len(source)):
     element = source[i]
-    images.append(augment.center_crop_resize(np.asarray(element["image"], np.uint8), size))
+    images.append(data_augment.center_crop_resize(np.asarray(element["image"], np.uint8), size))
     labels.append(int(element["label"]))
   return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
 

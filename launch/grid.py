@@ -63,11 +63,24 @@ def apply_overrides(config, overrides: dict):
 
 
 def run_cell(module, config: str, arg, workdir: str, overrides: dict, extra, in_process: bool) -> bool:
-  if in_process:  # Tests: one process, shared compilation caches; no extra flags.
+  if in_process:  # Tests: one process, shared compilation caches; `--config.k=v` extras as overrides.
     from jax_resnets import studies  # pylint: disable=g-import-not-at-top
-    studies.run(apply_overrides(module.get_config(arg), overrides), workdir)
+    studies.run(apply_overrides(module.get_config(arg), {**overrides, **config_extras(extra)}), workdir)
     return True
   return subprocess.run(command(config, workdir, overrides, extra), cwd=ROOT, check=False).returncode == 0
+
+
+def config_extras(extra) -> dict:
+  """`--config.key=value` flags -> {key: value} (Python literals where they parse, else strings)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for flag in extra:
+    key, _, value = flag.removeprefix("--config.").partition("=")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
 
 
 def run_local(config: str, root: str, extra=(), in_process: bool = False, report: bool = True) -> list[str]:
