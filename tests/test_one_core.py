@@ -16,7 +16,6 @@ from jax_resnets import backend, config_lib
 from jax_resnets.models import registry
 from jax_resnets.training import optim, parallel, population, steps
 from jax_resnets.training.state import create_train_state, init_key
-from testutils import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_STOCK = ("custom_vjp_call", "custom_vjp_call_jaxpr", "custom_vmap_call", "ffi_call", "custom_call")
