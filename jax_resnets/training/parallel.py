@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jax_resnets.training import steps
+from jax_resnets.training import population, steps
 
 MODES = ("shard_map", "pmap")
 
@@ -50,7 +50,7 @@ class DataParallel:
 
   def over_models(self, fn, in_axes=(0, 0)):
     """`fn` for every model of a population (the backend's `per_model` wrapping, then vmap)."""
-    return jax.vmap(self.per_model(fn), in_axes=in_axes) if self.num_models else fn
+    return population.over_models(fn, self.per_model, in_axes) if self.num_models else fn
 
   def compile_steps(self, train_step=None, eval_step=steps.eval_step, label_smoothing: float = 0.0):
     """The mapped train step (default: steps.train_step) and eval step; returns self."""

@@ -8,7 +8,7 @@ weights a run with seed `seeds[k]` starts from), and the train step is `jax.vmap
 [K, B, ...] batches and is checkpointed with them, so a population resumes like any run.
 """
 import json
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,12 @@ def init(seeds: Sequence[int], model, image_shape: tuple[int, ...], tx) -> Train
   """The K models' initial states, stacked: model k is `create_train_state(init_key(seeds[k]), ...)`."""
   keys = jnp.stack([init_key(s) for s in seeds])
   return jax.jit(jax.vmap(lambda k: create_train_state(k, model, image_shape, tx)))(keys)
+
+
+def over_models(fn: Callable, per_model: Callable = lambda f: f, in_axes=(0, None)) -> Callable:
+  """`fn` for every model of a population: the backend's `per_model` wrapping, then vmap over the
+  model axis (0 in `in_axes`; None: shared by all models, e.g. evaluation images)."""
+  return jax.vmap(per_model(fn), in_axes=in_axes)
 
 
 class PopulationIterator:

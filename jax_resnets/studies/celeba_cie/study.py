@@ -31,7 +31,7 @@ from jax_resnets import backend, config_lib, models
 from jax_resnets.data import celeba, pipeline, sources
 from jax_resnets.studies.celeba_cie import cie, pruning, quantization
 from jax_resnets.studies.celeba_cie import report as report_cie
-from jax_resnets.training import checkpointing, freeze, loop, steps
+from jax_resnets.training import checkpointing, freeze, loop, population, steps
 
 BASELINE = "baseline"
 
@@ -145,7 +145,7 @@ def seeds_of(config) -> list[int]:
 def logits_fn(config, apply_fn: Callable):
   """[K, B, C] logits of every model (variables with a leading model axis) on shared images."""
   per_model = backend.resolve(config.backend).per_model
-  return jax.jit(jax.vmap(per_model(lambda v, x: apply_fn(v, x, train=False)[0]), in_axes=(0, None)))
+  return jax.jit(population.over_models(lambda v, x: apply_fn(v, x, train=False)[0], per_model))
 
 
 def predict(config, model, variables, apply_fn=None, source=None):
@@ -177,7 +177,7 @@ def quantized_population(config, model, method: str, base: dict):
     return variables, None
   images = jnp.asarray(calibration_images(config))
   per_model = backend.resolve(config.backend).per_model
-  calibrate = jax.jit(jax.vmap(per_model(lambda v, x: quantization.calibrate(model.apply, v, x)), in_axes=(0, None)))
+  calibrate = jax.jit(population.over_models(lambda v, x: quantization.calibrate(model.apply, v, x), per_model))
   return {**variables, "activation_ranges": calibrate(base, images)}, quantization.fixed_point_apply(model.apply)
 
 
