@@ -56,7 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def _check(ok: bool, key: str, value, expected: str) -> None:
+def check(ok: bool, key: str, value, expected: str) -> None:
+  """ConfigError 'config error: key=value (expected)' unless `ok` (studies validate their keys with it too)."""
   if not ok:
     raise ConfigError(f"config error: {key}={value!r} ({expected})")
 
@@ -64,41 +65,41 @@ def _check(ok: bool, key: str, value, expected: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad value."""
   m = config.model
-  _check(m.depth in resnet.STAGE_SIZES, "model.depth", m.depth,
+  check(m.depth in resnet.STAGE_SIZES, "model.depth", m.depth,
          f"must be one of {', '.join(map(str, resnet.STAGE_SIZES))}")
-  _check(m.stem in ("imagenet", "cifar"), "model.stem", m.stem, "must be 'imagenet' or 'cifar'")
-  _check(m.width > 0, "model.width", m.width, "must be positive")
-  _check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
-  _check(m.get("conv", "default") in ("default", "handmade"), "model.conv", m.get("conv"),
+  check(m.stem in ("imagenet", "cifar"), "model.stem", m.stem, "must be 'imagenet' or 'cifar'")
+  check(m.width > 0, "model.width", m.width, "must be positive")
+  check(m.dtype in ("float32", "bfloat16"), "model.dtype", m.dtype, "must be 'float32' or 'bfloat16'")
+  check(m.get("conv", "default") in ("default", "handmade"), "model.conv", m.get("conv"),
          "must be 'default' (the backend's) or 'handmade'")
-  _check(config.get("backend", "auto") in backend.NAMES, "backend", config.get("backend"),
+  check(config.get("backend", "auto") in backend.NAMES, "backend", config.get("backend"),
          f"known: {', '.join(backend.NAMES)}")
   names = resnet.block_names(m.depth)
   for block in m.disabled_skips:
-    _check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")
-  _check(config.dataset.name in sources.SPECS, "dataset.name", config.dataset.name,
+    check(block in names, "model.disabled_skips", block, f"not a block of ResNet-{m.depth}, e.g. 'layer3.0'")
+  check(config.dataset.name in sources.SPECS, "dataset.name", config.dataset.name,
          f"known: {', '.join(sources.SPECS)}")
   d = config.dataset
-  _check(d.get("on_corrupt", "skip") in ("skip", "error"), "dataset.on_corrupt", d.get("on_corrupt"),
+  check(d.get("on_corrupt", "skip") in ("skip", "error"), "dataset.on_corrupt", d.get("on_corrupt"),
          "must be 'skip' or 'error'")
-  _check(d.get("mixup_alpha", 0.0) >= 0 and d.get("cutmix_alpha", 0.0) >= 0, "dataset.mixup_alpha",
+  check(d.get("mixup_alpha", 0.0) >= 0 and d.get("cutmix_alpha", 0.0) >= 0, "dataset.mixup_alpha",
          (d.get("mixup_alpha"), d.get("cutmix_alpha")), "mixup_alpha and cutmix_alpha must be >= 0")
-  _check(0.0 <= d.get("mix_prob", 1.0) <= 1.0, "dataset.mix_prob", d.get("mix_prob"), "must be in [0, 1]")
-  _check(d.get("image_size", 0) >= 0, "dataset.image_size", d.get("image_size"), "must be >= 0 (0: dataset default)")
-  _check(d.get("read_threads", 1) >= 0, "dataset.read_threads", d.get("read_threads"), "must be >= 0 (0: on demand)")
-  _check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
-  _check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")
-  _check(config.optim.schedule in ("constant", "cosine", "step", "cosine_restarts", "plateau"),
+  check(0.0 <= d.get("mix_prob", 1.0) <= 1.0, "dataset.mix_prob", d.get("mix_prob"), "must be in [0, 1]")
+  check(d.get("image_size", 0) >= 0, "dataset.image_size", d.get("image_size"), "must be >= 0 (0: dataset default)")
+  check(d.get("read_threads", 1) >= 0, "dataset.read_threads", d.get("read_threads"), "must be >= 0 (0: on demand)")
+  check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
+  check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")
+  check(config.optim.schedule in ("constant", "cosine", "step", "cosine_restarts", "plateau"),
          "optim.schedule", config.optim.schedule, "known: constant, cosine, step, cosine_restarts, plateau")
-  _check(config.optim.learning_rate > 0, "optim.learning_rate", config.optim.learning_rate, "must be positive")
-  _check(config.batch_size > 0, "batch_size", config.batch_size, "must be positive")
-  _check(config.num_epochs > 0 or config.num_train_steps > 0, "num_epochs", config.num_epochs,
+  check(config.optim.learning_rate > 0, "optim.learning_rate", config.optim.learning_rate, "must be positive")
+  check(config.batch_size > 0, "batch_size", config.batch_size, "must be positive")
+  check(config.num_epochs > 0 or config.num_train_steps > 0, "num_epochs", config.num_epochs,
          "must be positive (or set num_train_steps)")
-  _check(config.num_train_steps >= 0, "num_train_steps", config.num_train_steps, "must be >= 0 (0: use num_epochs)")
-  _check(config.log_every_steps >= 1, "log_every_steps", config.log_every_steps, "must be >= 1")
-  _check(isinstance(config.get("resume_with_changes", False), bool), "resume_with_changes",
+  check(config.num_train_steps >= 0, "num_train_steps", config.num_train_steps, "must be >= 0 (0: use num_epochs)")
+  check(config.log_every_steps >= 1, "log_every_steps", config.log_every_steps, "must be >= 1")
+  check(isinstance(config.get("resume_with_changes", False), bool), "resume_with_changes",
          config.get("resume_with_changes"), "must be True or False")
-  _check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")
+  check(0.0 <= config.label_smoothing < 1.0, "label_smoothing", config.label_smoothing, "must be in [0, 1)")
   if config.get("init") and config.init.get("checkpoint"):  # A missing weights file fails before model init.
     from jax_resnets.models import torchvision_import  # pylint: disable=g-import-not-at-top (import cycle)
     torchvision_import.resolve(config.init.checkpoint, m.depth)

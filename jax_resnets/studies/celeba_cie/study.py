@@ -36,12 +36,8 @@ from jax_resnets.training import checkpointing, freeze, loop, population, steps
 BASELINE = "baseline"
 
 
-def check(ok: bool, key: str, value, expected: str) -> None:
-  if not ok:
-    raise config_lib.ConfigError(f"config error: {key}={value!r} ({expected})")
-
-
 def validate(config: ml_collections.ConfigDict, total_steps: int) -> None:
+  check = config_lib.check
   c, p = config.cie, config.pruning
   check(config.dataset.name == "celeb_a", "dataset.name", config.dataset.name, "the CIE study needs celeb_a")
   check(config.dataset.get("label_attribute") in celeba.ATTRIBUTES, "dataset.label_attribute",

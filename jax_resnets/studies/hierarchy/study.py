@@ -70,7 +70,7 @@ def finish(config: ml_collections.ConfigDict, workdir: str, chain: dict) -> dict
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  c, check = config.hierarchy, config_lib._check  # pylint: disable=protected-access
+  c, check = config.hierarchy, config_lib.check
   check(c.stage in (*STAGES, "all"), "hierarchy.stage", c.stage, f"known: {', '.join(STAGES)}, all")
   check(c.grouping in hier.GROUPINGS, "hierarchy.grouping", c.grouping, f"known: {', '.join(hier.GROUPINGS)}")
   check(c.grouping == "coarse" or c.num_parents > 0, "hierarchy.num_parents", c.num_parents,
