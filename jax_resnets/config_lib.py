@@ -2,7 +2,7 @@
 import ml_collections
 
 from jax_resnets import backend
-from jax_resnets.data import sources
+from jax_resnets.data import device_augment, sources
 from jax_resnets.models import resnet
 from jax_resnets.training import parallel
 
@@ -24,7 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
       augment=("crop", "flip"), num_workers=0,
       image_size=0,  # 0: the dataset's own size (CelebA real 218x178 is centre-cropped and resized to it).
       on_corrupt="skip",  # corrupt image: 'skip' (logged with path and count) or 'error'.
-      mixup_alpha=0.0, cutmix_alpha=0.0))  # MixUp / CutMix batch transforms (0: off; dataset.mix_prob).
+      mixup_alpha=0.0, cutmix_alpha=0.0,  # MixUp / CutMix batch transforms (0: off; dataset.mix_prob).
+      cache="auto",  # auto | memory | none: hold a split decoded in memory (sources.should_cache).
+      augment_on="auto"))  # auto | host | device: where crop/flip + normalise run (data/device_augment.py).
   config.model = ml_collections.ConfigDict(dict(
       name="resnet", depth=18, stem="imagenet", width=64, dtype="float32", disabled_skips=()))
   # How ops run (jax_resnets/backend.py): auto | xla (stock flax/XLA) | cpu (oneDNN etc.; same values).
@@ -86,6 +88,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
          (d.get("mixup_alpha"), d.get("cutmix_alpha")), "mixup_alpha and cutmix_alpha must be >= 0")
   check(0.0 <= d.get("mix_prob", 1.0) <= 1.0, "dataset.mix_prob", d.get("mix_prob"), "must be in [0, 1]")
   check(d.get("image_size", 0) >= 0, "dataset.image_size", d.get("image_size"), "must be >= 0 (0: dataset default)")
+  check(d.get("cache", "auto") in sources.CACHE_MODES, "dataset.cache", d.get("cache"),
+         f"known: {', '.join(sources.CACHE_MODES)}")
+  placement = d.get("augment_on", "auto")
+  check(placement in device_augment.PLACEMENTS, "dataset.augment_on", placement,
+         f"known: {', '.join(device_augment.PLACEMENTS)}")
+  if placement == "device":
+    reason = device_augment.unsupported(d)
+    check(not reason, "dataset.augment_on", placement, f"{reason}: use 'host' or 'auto'")
   check(d.get("read_threads", 1) >= 0, "dataset.read_threads", d.get("read_threads"), "must be >= 0 (0: on demand)")
   check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
   check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")

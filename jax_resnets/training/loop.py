@@ -10,6 +10,7 @@ Resumable: a re-run with the same workdir restores the newest checkpoint (state 
 iterator position) and ends with the parameters an uninterrupted run would have.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from jax_resnets import backend, config_lib, models
-from jax_resnets.data import pipeline, sources
+from jax_resnets.data import device_augment, pipeline, sources
 from jax_resnets.models import torchvision_import
 from jax_resnets.training import checkpointing, freeze, optim, parallel, population, preemption, steps, summary
 from jax_resnets.training.state import TrainState, create_train_state, init_key
@@ -96,7 +97,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None, seeds: Se
   prepare_state: fn(fresh state) -> state before any restore (pretrained weights, extra state).
   train_source: train on these rows instead of `dataset.train_split` (e.g. cross-validation folds).
   """
-  dp = data_parallel(config, len(seeds)).compile_steps(train_step, eval_step, config.label_smoothing)
+  dp = data_parallel(config, len(seeds)).compile_steps(with_input_fn(config, train_step), eval_step)
   model = model or models.build_model(config.model, sources.spec(config.dataset).num_classes,
                                       bn_axis_name=steps.AXIS, backend=config.get("backend", "auto"))
   num_train = None if train_source is None else len(train_source)
@@ -118,6 +119,16 @@ def build(config: ml_collections.ConfigDict, workdir: str, model=None, seeds: Se
   state, train_iter = ckpt.restore_latest(state, train_iter, all_finite)  # Verified: checksums, finite.
   return Run(config, workdir, dp, state, schedule, train_iter, ckpt, summary.Writer(workdir),
              steps_per_epoch, total_steps, tuple(int(s) for s in seeds))
+
+
+def with_input_fn(config: ml_collections.ConfigDict, train_step: Callable | None) -> Callable:
+  """The train step (default: steps.train_step with config.label_smoothing), given the device
+  augmentation as `input_fn` when the train batches are uint8 (dataset.augment_on resolves to
+  device); a study's step is a partial of steps.train_step, so it takes the argument too."""
+  step = train_step or functools.partial(steps.train_step, label_smoothing=config.label_smoothing)
+  if device_augment.placement(config.dataset) != "device":
+    return step
+  return functools.partial(step, input_fn=device_augment.from_config(config.dataset))
 
 
 def init_weights(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:

@@ -9,6 +9,8 @@ same axis, so N devices compute exactly what one device computes on the global b
 Studies customise the step by arguments, never by copies:
   loss_fn(logits, aux, batch, batch_stats) -> (mean loss, {name: metric})   the objective;
   after_update(new_state, outputs, batch) -> new_state                      e.g. center-loss centers.
+`loop.build` adds input_fn(images, key, shard) -> model-ready images (data/device_augment.py) when
+the train batches hold uint8 images to augment and normalise on the device.
 """
 import jax
 import jax.numpy as jnp
@@ -50,9 +52,29 @@ def step_rng(state) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(state.key, state.step), lax.axis_index(AXIS))
 
 
-def train_step(state, batch: dict, label_smoothing: float = 0.0, loss_fn=None, after_update=None):
-  """One optimizer step on this device's shard; gradients, BN stats and metrics pmean'd over `batch`."""
+# The augmentation key's stream: no device index reaches it, so it never equals a dropout key.
+AUGMENT_STREAM = 2**31 - 1
+
+
+def augment_rng(state) -> jax.Array:
+  """A key per (run seed, step), the same on every device: device augmentation draws for the whole
+  global batch with it, so N devices augment as one does (each takes its rows: `shard` below)."""
+  return jax.random.fold_in(jax.random.fold_in(state.key, state.step), AUGMENT_STREAM)
+
+
+def shard() -> tuple:
+  """(this device's index, device count) on the mapped axis `batch`."""
+  return lax.axis_index(AXIS), lax.axis_size(AXIS)
+
+
+def train_step(state, batch: dict, label_smoothing: float = 0.0, loss_fn=None, after_update=None, input_fn=None):
+  """One optimizer step on this device's shard; gradients, BN stats and metrics pmean'd over `batch`.
+
+  input_fn: None (batch["image"] is model-ready) or fn(images, key, shard) -> model-ready images,
+  applied first so the objective and `after_update` see the images the model saw."""
   objective = loss_fn or classification_loss(label_smoothing)
+  if input_fn is not None:
+    batch = {**batch, "image": input_fn(batch["image"], augment_rng(state), shard())}
 
   def loss_and_aux(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
