@@ -125,3 +125,27 @@ def test_frozen_weights_stay_unpruned():
   assert np.all(last.params["Conv_0"]["kernel"] != 0)
   report = pruning.sparsity_report(last.params)["per_tensor"]
   assert report["Conv_0/kernel"] == 0.0 and abs(report["Dense_0/kernel"] - 0.8) < 0.01
+
+
+def test_population_recomputes_masks_only_on_update_steps():
+  """In a population (vmap over models) the update-step predicate is every model's: lax.cond stays
+  a branch instead of a select that sorts every kernel on every step."""
+  from jax_resnets.training import population  # pylint: disable=g-import-not-at-top
+  params = {"conv": {"kernel": jnp.arange(24.0).reshape(2, 3, 4) - 10.0}}
+  cfg = ml_collections.ConfigDict(dict(begin_step=2, end_step=4, frequency=1, scope="per_tensor"))
+  tx = pruning.gradual_magnitude_pruning(cfg, 0.5)
+  stacked = jax.tree.map(lambda x: jnp.stack([x, -x]), params)
+  state = jax.vmap(tx.init)(stacked)
+  update = population.over_models(tx.update, in_axes=(0, 0, 0))
+  primitives = {e.primitive.name for e in jax.make_jaxpr(update)(stacked, state, stacked).jaxpr.eqns}
+  assert "cond" in primitives and "sort" not in primitives, primitives
+  # The same masks as each model pruned alone.
+  zero = jax.tree.map(jnp.zeros_like, stacked)
+  for _ in range(4):
+    _, state = jax.jit(update)(zero, state, stacked)
+  for k in range(2):
+    alone = tx.init(jax.tree.map(lambda x: x[k], stacked))
+    for _ in range(4):
+      _, alone = tx.update(jax.tree.map(lambda x: x[k], zero), alone, jax.tree.map(lambda x: x[k], stacked))
+    np.testing.assert_array_equal(state.masks["conv"]["kernel"][k], alone.masks["conv"]["kernel"])
+  assert not bool(state.masks["conv"]["kernel"].all())

@@ -18,16 +18,33 @@ from jax_resnets.data import pipeline
 from jax_resnets.training.state import TrainState, create_train_state, init_key
 
 
+AXIS = "models"  # The vmapped model axis of a population's steps (over_models).
+
+
 def init(seeds: Sequence[int], model, image_shape: tuple[int, ...], tx) -> TrainState:
   """The K models' initial states, stacked: model k is `create_train_state(init_key(seeds[k]), ...)`."""
   keys = jnp.stack([init_key(s) for s in seeds])
-  return jax.jit(jax.vmap(lambda k: create_train_state(k, model, image_shape, tx)))(keys)
+  # Not one outer jit: create_train_state's own jits (model.init, tx.init) batch into separate
+  # programs, so every level of a study (same model, an optimizer state that differs only in
+  # values, e.g. pruning's final sparsity) reuses the compiled model init.
+  return jax.vmap(lambda k: create_train_state(k, model, image_shape, tx))(keys)
 
 
 def over_models(fn: Callable, per_model: Callable = lambda f: f, in_axes=(0, None)) -> Callable:
   """`fn` for every model of a population: the backend's `per_model` wrapping, then vmap over the
-  model axis (0 in `in_axes`; None: shared by all models, e.g. evaluation images)."""
-  return jax.vmap(per_model(fn), in_axes=in_axes)
+  model axis `AXIS` (0 in `in_axes`; None: shared by all models, e.g. evaluation images)."""
+  return jax.vmap(per_model(fn), in_axes=in_axes, axis_name=AXIS)
+
+
+def same_for_all_models(predicate: jax.Array) -> jax.Array:
+  """A predicate every model of a population shares (e.g. "is this a pruning step"), unbatched.
+
+  Under vmap a batched predicate turns `lax.cond` into a select that runs both branches on every
+  call; reduced over `AXIS` it stays one branch. Outside a population it is returned as it is."""
+  try:
+    return jax.lax.pmax(predicate.astype(jnp.int32), AXIS) > 0
+  except NameError:  # Not traced under over_models: no model axis.
+    return predicate
 
 
 class PopulationIterator:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jax_resnets.training import freeze
+from jax_resnets.training import freeze, population
 
 SCOPES = ("per_tensor", "global")
 
@@ -99,8 +99,9 @@ def apply_masks(tree, masks):
 
 
 def update_masks(params, masks, step, schedule: Schedule, scope: str = "per_tensor"):
-  """New magnitude masks at an update step of the schedule, else the old ones (jit-able)."""
-  return jax.lax.cond(schedule.is_update_step(step),
+  """New magnitude masks at an update step of the schedule, else the old ones (jit-able; in a
+  population the step is every model's, so the masks' sorts run only on update steps)."""
+  return jax.lax.cond(population.same_for_all_models(schedule.is_update_step(step)),
                       lambda: magnitude_masks(params, schedule.sparsity(step), scope),
                       lambda: masks)
 
