@@ -28,7 +28,7 @@ STRUCTURAL_KEYS = ("model", "dataset.name", "dataset.image_size", "dataset.num_c
                    "freeze", "optim.name")
 # Config keys that change neither the arrays nor what the training computes: never compared. The CIE
 # keys pick and score levels after training (adding a level must not refuse the trained ones).
-IGNORED_KEYS = ("log_every_steps", "dataset.num_workers", "dataset.data_dir", "dataset.read_threads", "backend",
+IGNORED_KEYS = ("log_every_steps", "dataset.num_workers", "dataset.data_dir", "dataset.read_threads", "dataset.cache", "backend",
                 "parallel", "num_devices", "checkpoint.keep", "resume_with_changes",
                 "distributed.coordinator_address", "distributed.process_id", "cie.sparsities", "cie.quantization",
                 "cie.taxicab_top_fraction", "cie.calibration_examples", "cie.fold_batchnorm", "cie.grid_level")

@@ -3,8 +3,10 @@
 clu's metric writers import TensorFlow at import time, so the project writes events
 with tensorboardX directly; only process 0 writes.
 """
+import errno
 import json
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -49,8 +51,16 @@ class Writer:
     self.text(0, "config", "```\n" + json.dumps(config.to_dict(), indent=2, default=str) + "\n```")
 
   def flush(self) -> None:
-    if self._tb:
+    """Events to disk. A full disk is logged, not raised: the checkpoint written next names it
+    (CheckpointError with the intact steps), which is the error a user needs."""
+    if not self._tb:
+      return
+    try:
       self._tb.flush()
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise
+      logging.warning("TensorBoard events not flushed: %s", e.strerror)
 
   def close(self) -> None:
     if self._tb:
