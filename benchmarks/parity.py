@@ -130,7 +130,8 @@ def run_project(args: list[str], seed: int, workdir: str) -> dict:
     results = json.load(f)
   curve = [v for _, v in study.read_scalars(workdir).get("eval/accuracy", [])]
   return {"accuracy": curve, "wall_time_s": results["wall_time_s"], "process_s": process_s,
-          "steps": results["steps"]}
+          "steps": results["steps"], "train_img_per_sec": results.get("train_img_per_sec"),
+          "run_img_per_sec": results["steps"] * results["config"]["batch_size"] / results["wall_time_s"]}
 
 
 def run_torch(config, seed: int, data: dict) -> dict:
@@ -178,6 +179,12 @@ def wall_lines(runs: dict) -> list[str]:
       pm, psd = mean_std([r["process_s"] for r in runs[s]])
       extra = f" (train loop incl. compilation; whole process {pm:.1f} ± {psd:.1f} s)"
     out.append(f"- {SIDE_NAMES[s]} wall time per seed: {m:.1f} ± {sd:.1f} s{extra}")
+  if runs.get("jax") and runs["jax"][0].get("train_img_per_sec"):
+    tm, tsd = mean_std([r["train_img_per_sec"] for r in runs["jax"]])
+    rm, rsd = mean_std([r["run_img_per_sec"] for r in runs["jax"]])
+    out.append(f"- {SIDE_NAMES['jax']} train img/s: {tm:.1f} ± {tsd:.1f} in the train loop (input pipeline "
+               f"included; compilation, evaluation, checkpoints not), {rm:.1f} ± {rsd:.1f} over the whole "
+               "loop: compare with `python -m benchmarks.bench`'s step img/s for the same model and batch")
   return out
 
 

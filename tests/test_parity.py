@@ -26,12 +26,14 @@ def test_parity_tiny_run_writes_table_plot_and_interval(tmp_path):
   report = (out / "parity.md").read_text()
   assert "| 1 | " in report and "95% Welch t-interval over seeds [" in report
   assert "PyTorch wall time per seed" in report and "project (JAX) wall time per seed" in report
+  assert "project (JAX) train img/s: " in report
   assert (out / "parity.png").stat().st_size > 1000
   runs = json.loads((out / "parity.json").read_text())["runs"]
   for side in ("jax", "torch"):
     assert len(runs[side]) == 2 and all(len(r["accuracy"]) == 1 for r in runs[side])
     assert all(0.0 <= r["accuracy"][0] <= 1.0 for r in runs[side])
   assert runs["jax"][0]["steps"] == runs["torch"][0]["steps"] == 1347 // 128
+  assert all(0 < r["run_img_per_sec"] < r["train_img_per_sec"] for r in runs["jax"])
 
 
 def test_unsupported_recipe_is_one_line_exit_2(tmp_path):

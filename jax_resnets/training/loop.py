@@ -333,12 +333,16 @@ def finish(run: Run, state, last: dict, start: int, wall: float, validate: Calla
   host = jax.device_get(run.dp.unreplicate(state))
   params = population.model_slice(host.params, 0) if run.seeds else host.params
   steps_run = int(np.max(host.step)) - start
+  images_per_step = run.config.batch_size * max(len(run.seeds), 1)
   results = {
       "final": last,
       "steps": int(np.max(host.step)),
       "steps_this_run": steps_run,
       "wall_time_s": wall,
       "train_time_s": train_seconds,  # completed train steps, without compilation, evaluation, checkpoints
+      # Input pipeline included: what a step benchmark's img/s is compared with (the first step,
+      # whose compilation is left out of train_time_s, is not counted).
+      "train_img_per_sec": (steps_run - 1) * images_per_step / train_seconds if train_seconds > 0 else None,
       "steps_per_sec": steps_run / wall if steps_run else None,
       "num_params": models.parameter_count(params),
       "trainable_params": freeze.param_counts(params, run.config.freeze)[0],
