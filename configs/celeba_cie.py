@@ -91,14 +91,14 @@ def get_config(arg: str | None = None):
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
-  """Synthetic twin, 32x32, ResNet-18 width 8, 3 seeds, every level, a few hundred steps."""
+  """Synthetic twin, 32x32, ResNet-18 width 8, 3 seeds, every level, 200 steps (70 after pruning ends)."""
   config.dataset.synthetic = True
   config.dataset.synthetic_sizes = {"train": 4000, "validation": 500, "test": 5000}
   config.dataset.image_size = 32
   config.model.width = 8
   config.batch_size = 64
-  config.num_train_steps = 375
+  config.num_train_steps = 200
   config.log_every_steps = 20
   config.optim.update(learning_rate=0.05, weight_decay=1e-4)
-  config.pruning.update(begin_step=60, end_step=250, frequency=20)
+  config.pruning.update(begin_step=30, end_step=130, frequency=10)
   config.cie.update(num_seeds=3, tie_rule="odd_only", taxicab_top_fraction=0.1)
