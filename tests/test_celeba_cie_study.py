@@ -26,8 +26,11 @@ def load_config(arg: str):
 
 
 def tiny_config():
+  """Two of the smoke's six sparsities (every level is the same code; test_smoke_config_keeps_every_level
+  checks the smoke has them all), all four quantizations, 2-fold CV."""
   config = tiny_cie_config()
   config.cv_folds = 2
+  config.cie.sparsities = (0.5, 0.99)
   return config
 
 
@@ -67,17 +70,17 @@ def test_study_writes_all_outputs(study):
   for name in ("report.md", "predictions.csv", "results.json", "subgroup_rates.png", "cie_fraction.png", "cie_grid.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   levels = list(results["levels"])
-  assert levels == ["baseline", "prune_0.3", "prune_0.5", "prune_0.7", "prune_0.9", "prune_0.95", "prune_0.99",
+  assert levels == ["baseline", "prune_0.5", "prune_0.99",
                     "float16", "bfloat16", "int8_hybrid", "int8_fixed"]
   # Every trained level is a core-loop run: checkpoints, TensorBoard curves (mean and std over models).
-  for level in levels[:7]:
+  for level in levels[:3]:
     level_dir = os.path.join(workdir, "levels", level)
     assert glob.glob(os.path.join(level_dir, "events.out.tfevents.*")) and os.listdir(os.path.join(level_dir, "checkpoints"))
     with open(os.path.join(level_dir, "results.json")) as f:
       level_results = json.load(f)
     assert level_results["seeds"] == [0, 1] and "eval/accuracy_std" in level_results["final"]
   # Achieved sparsity within 1% of every target.
-  for level in levels[1:7]:
+  for level in levels[1:3]:
     meta = results["levels"][level]
     assert abs(meta["achieved_sparsity"] - meta["sparsity"]) < 0.01, (level, meta["achieved_sparsity"])
   with open(os.path.join(workdir, "results.json")) as f:

@@ -1,4 +1,6 @@
 """ResNet family: torchvision parameter counts and names, stems, disabled skips, dtype."""
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -33,9 +35,10 @@ def test_parameter_names_follow_torchvision():
 @pytest.mark.parametrize("stem,size,expected_hw", [("imagenet", 64, 2), ("cifar", 32, 4)])
 def test_stems_downsample_as_expected(stem, size, expected_hw):
   model = resnet.ResNet(depth=18, num_classes=10, stem=stem, width=4)
-  x = jnp.zeros((2, size, size, 3))
-  variables = model.init(jax.random.key(0), x)
-  _, state = model.apply(variables, x, capture_intermediates=lambda m, _: m.name == "layer4")
+  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)  # Shapes only: no op runs.
+  _, state = jax.eval_shape(functools.partial(model.apply, capture_intermediates=lambda m, _: m.name == "layer4"),
+                            variables, x)
   fmap = state["intermediates"]["layer4"]["__call__"][0]
   assert fmap.shape == (2, expected_hw, expected_hw, 32)
 
