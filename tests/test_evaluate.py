@@ -15,6 +15,9 @@ from jax_resnets.studies.resnet34 import timing
 from jax_resnets.data import pipeline, sources
 from jax_resnets.training import loop
 
+# One test process runs this module: its module-scoped fixture trains once (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_evaluate")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"train": 64, "test": 36}  # 36: the last eval batch of 16 is padded
 

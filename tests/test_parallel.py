@@ -9,6 +9,9 @@ from jax_resnets.training import optim, parallel, steps
 from jax_resnets.training.state import create_train_state
 from testutils import tiny_config
 
+# One test process runs this module: its module-scoped fixture trains once (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_parallel")
+
 
 def run_steps(mode: str, devices, batches):
   config = tiny_config()

@@ -14,6 +14,9 @@ import pytest
 from jax_resnets.training import checkpointing, loop
 from testutils import assert_same_state, saved_state, tiny_config
 
+# One test process runs this module: its module-scoped fixture trains once (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_resume_integrity")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

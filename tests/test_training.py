@@ -11,6 +11,9 @@ import pytest
 from jax_resnets.training import loop, optim, preemption
 from testutils import tiny_config
 
+# One test process runs this module: its module-scoped fixture trains once (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_training")
+
 
 def final_state(config, workdir):
   """The state a re-run would resume from (the newest checkpoint)."""
