@@ -90,12 +90,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(d.get("image_size", 0) >= 0, "dataset.image_size", d.get("image_size"), "must be >= 0 (0: dataset default)")
   check(d.get("cache", "auto") in sources.CACHE_MODES, "dataset.cache", d.get("cache"),
          f"known: {', '.join(sources.CACHE_MODES)}")
-  placement = d.get("augment_on", "auto")
-  check(placement in device_augment.PLACEMENTS, "dataset.augment_on", placement,
-         f"known: {', '.join(device_augment.PLACEMENTS)}")
-  if placement == "device":
-    reason = device_augment.unsupported(d)
-    check(not reason, "dataset.augment_on", placement, f"{reason}: use 'host' or 'auto'")
+  try:
+    device_augment.placement(d)  # The one place of the augment_on rules.
+  except ValueError as e:
+    raise ConfigError(f"config error: {e}") from e
   check(d.get("read_threads", 1) >= 0, "dataset.read_threads", d.get("read_threads"), "must be >= 0 (0: on demand)")
   check(config.parallel in parallel.MODES, "parallel", config.parallel, f"known: {', '.join(parallel.MODES)}")
   check(config.optim.name in ("sgd", "adamw"), "optim.name", config.optim.name, "known: sgd, adamw")

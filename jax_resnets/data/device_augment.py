@@ -39,13 +39,14 @@ def unsupported(ds_cfg: ml_collections.ConfigDict) -> str:
 def placement(ds_cfg: ml_collections.ConfigDict) -> str:
   """'host' or 'device': `dataset.augment_on`, with 'auto' = device when the device can do it all.
 
-  An explicit 'device' it cannot do is a ValueError (config_lib.validate reports it first)."""
+  An unknown setting, or an explicit 'device' it cannot do, is a ValueError in the config-error
+  format `key=value (expected)` (config_lib.validate reports it as a ConfigError)."""
   setting = ds_cfg.get("augment_on") or "auto"
   if setting not in PLACEMENTS:
     raise ValueError(f"dataset.augment_on={setting!r} (known: {', '.join(PLACEMENTS)})")
   reason = unsupported(ds_cfg)
   if setting == "device" and reason:
-    raise ValueError(f"dataset.augment_on='device': {reason}")
+    raise ValueError(f"dataset.augment_on='device' ({reason}: use 'host' or 'auto')")
   if setting == "auto":
     return "host" if reason else "device"
   return setting

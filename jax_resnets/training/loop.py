@@ -51,6 +51,11 @@ class Run:
   seeds: tuple[int, ...] = ()  # A population's seeds (empty: one model, seed config.seed).
 
   @property
+  def images_per_step(self) -> int:
+    """Training images one global step consumes (every model of a population reads its own)."""
+    return self.config.batch_size * max(len(self.seeds), 1)
+
+  @property
   def local_batch_size(self) -> int:
     return self.config.batch_size // jax.process_count()
 
@@ -227,7 +232,7 @@ class Meter:
 
   def log_progress(self, step: int, sps: float, out: dict) -> None:
     run = self.run
-    images = sps * run.config.batch_size * max(len(run.seeds), 1)
+    images = sps * run.images_per_step
     out.update({"train/steps_per_sec": sps, "train/img_per_sec": images})
     evals_left = math.ceil(run.total_steps / run.steps_per_epoch) - step // run.steps_per_epoch
     eta = (run.total_steps - step) / sps + evals_left * self.eval_seconds
@@ -333,7 +338,6 @@ def finish(run: Run, state, last: dict, start: int, wall: float, validate: Calla
   host = jax.device_get(run.dp.unreplicate(state))
   params = population.model_slice(host.params, 0) if run.seeds else host.params
   steps_run = int(np.max(host.step)) - start
-  images_per_step = run.config.batch_size * max(len(run.seeds), 1)
   results = {
       "final": last,
       "steps": int(np.max(host.step)),
@@ -342,7 +346,7 @@ def finish(run: Run, state, last: dict, start: int, wall: float, validate: Calla
       "train_time_s": train_seconds,  # completed train steps, without compilation, evaluation, checkpoints
       # Input pipeline included: what a step benchmark's img/s is compared with (the first step,
       # whose compilation is left out of train_time_s, is not counted).
-      "train_img_per_sec": (steps_run - 1) * images_per_step / train_seconds if train_seconds > 0 else None,
+      "train_img_per_sec": (steps_run - 1) * run.images_per_step / train_seconds if train_seconds > 0 else None,
       "steps_per_sec": steps_run / wall if steps_run else None,
       "num_params": models.parameter_count(params),
       "trainable_params": freeze.param_counts(params, run.config.freeze)[0],
